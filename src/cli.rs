@@ -1,0 +1,185 @@
+//! Command-line interface: clap types only, no behaviour.
+
+use clap::{Args, Parser, Subcommand};
+
+use crate::diffusion::Strategy;
+use crate::settings::Defaults;
+
+const AFTER_HELP: &str = "\
+Examples:
+  dcoder \"write a quicksort in rust\"             answer on stdout, progress on stderr
+  dcoder \"parse a CSV in python\" > csv.py        only the answer goes to the file
+  echo \"reverse a string in C\" | dcoder          the prompt can come from stdin
+  dcoder --json --gen-length 64 \"fizzbuzz\"        one JSON object with tokens and timings
+  dcoder --model ./my-llada \"hello\"               a local Hugging Face folder
+  dcoder models                                  the registry, and what is downloaded
+
+Models download into the Hugging Face cache ($HF_HOME/hub, default ~/.cache/huggingface/hub);
+HF_TOKEN is used for gated repos, HF_HUB_OFFLINE=1 keeps dcoder off the network.";
+
+/// Watch masked-diffusion language models write code.
+#[derive(Debug, Parser)]
+#[command(name = "dcoder", version, after_help = AFTER_HELP, args_conflicts_with_subcommands = true)]
+pub struct Cli {
+    #[command(subcommand)]
+    pub command: Option<Command>,
+
+    /// What to ask. Without it the prompt is read from stdin when stdin is not a terminal.
+    pub prompt: Option<String>,
+
+    #[command(flatten)]
+    pub run: RunArgs,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// List the models dcoder knows and which are downloaded.
+    Models,
+    /// Download a model (registry name or org/name) without generating.
+    Pull {
+        /// Registry name (see `dcoder models`) or Hugging Face repo `org/name[@revision]`.
+        name: String,
+    },
+    /// Time forward passes or a whole generation, on a model or on random weights of a real shape.
+    Bench(Box<BenchArgs>),
+}
+
+/// Which model, and where it runs.
+#[derive(Debug, Clone, Args)]
+pub struct ModelArgs {
+    /// Registry name, local Hugging Face folder, or hub repo org/name[@revision].
+    #[arg(long, short = 'm', env = "DCODER_MODEL", value_name = "NAME|DIR")]
+    pub model: Option<String>,
+
+    /// Where to run: auto (a CUDA GPU if this build has CUDA and one is present), cpu, cuda, cuda:N.
+    #[arg(long, default_value = "auto", value_name = "DEVICE")]
+    pub device: String,
+
+    /// Weights and activations: f32 (CPU default), bf16 (GPU default) or f16.
+    #[arg(long, value_name = "DTYPE")]
+    pub dtype: Option<String>,
+
+    /// CPU threads for matrix products (default: all cores).
+    #[arg(long, value_name = "N")]
+    pub threads: Option<usize>,
+}
+
+/// The sampler; unset flags take the model card's defaults from models.toml.
+#[derive(Debug, Clone, Args)]
+pub struct SamplerArgs {
+    /// Tokens to generate (the canvas length).
+    #[arg(long, value_name = "N")]
+    pub gen_length: Option<usize>,
+
+    /// Semi-autoregressive block length; --gen-length must be a whole number of blocks.
+    #[arg(long, value_name = "N")]
+    pub block_length: Option<usize>,
+
+    /// Denoising steps in total, a whole number per block (steps = gen-length: one token per step).
+    #[arg(long, value_name = "N")]
+    pub steps: Option<usize>,
+
+    /// Which masked positions a step reveals first.
+    #[arg(long, value_enum)]
+    pub strategy: Option<Strategy>,
+
+    /// 0 is greedy; above 0 samples (Gumbel-max in float64, as LLaDA).
+    #[arg(long, value_name = "T", allow_negative_numbers = true)]
+    pub temperature: Option<f64>,
+
+    /// Classifier-free guidance scale (0 = off); doubles the work per step.
+    #[arg(long, value_name = "W", allow_negative_numbers = true)]
+    pub cfg_scale: Option<f64>,
+
+    /// Never generate EOS (LLaDA `logits_eos_inf`).
+    #[arg(long)]
+    pub suppress_eos: bool,
+
+    /// Reveal EOS/EOT positions last (LLaDA `confidence_eos_eot_inf`).
+    #[arg(long)]
+    pub eos_last: bool,
+
+    /// Random seed; the same seed and settings give the same answer.
+    #[arg(long, default_value_t = 0)]
+    pub seed: u64,
+}
+
+impl SamplerArgs {
+    /// The flags that were given, as the top layer of the settings stack.
+    pub fn overrides(&self) -> Defaults {
+        Defaults {
+            gen_length: self.gen_length,
+            steps: self.steps,
+            block_length: self.block_length,
+            strategy: self.strategy,
+            temperature: self.temperature,
+            cfg_scale: self.cfg_scale,
+            suppress_eos: self.suppress_eos.then_some(true),
+            eos_last: self.eos_last.then_some(true),
+        }
+    }
+}
+
+/// A one-shot run.
+#[derive(Debug, Clone, Args)]
+pub struct RunArgs {
+    #[command(flatten)]
+    pub model: ModelArgs,
+
+    #[command(flatten)]
+    pub sampler: SamplerArgs,
+
+    /// System message for the chat template.
+    #[arg(long, value_name = "TEXT")]
+    pub system: Option<String>,
+
+    /// Send the prompt text as is, without the model's chat template.
+    #[arg(long)]
+    pub no_chat_template: bool,
+
+    /// Print one JSON object (text, tokens, timings) instead of the answer.
+    #[arg(long)]
+    pub json: bool,
+
+    /// Plain output even on a terminal: the answer on stdout, progress on stderr.
+    #[arg(long)]
+    pub plain: bool,
+
+    /// No progress line on stderr.
+    #[arg(long, short = 'q')]
+    pub quiet: bool,
+}
+
+#[derive(Debug, Clone, Args)]
+pub struct BenchArgs {
+    #[command(flatten)]
+    pub model: ModelArgs,
+
+    #[command(flatten)]
+    pub sampler: SamplerArgs,
+
+    /// Random weights of a named real shape instead of a model (see models.toml [shape.*]).
+    #[arg(long, value_name = "SHAPE")]
+    pub random: Option<String>,
+
+    /// Time single forward passes over this many tokens instead of a generation.
+    #[arg(long, value_name = "TOKENS")]
+    pub forward: Option<usize>,
+
+    /// With --forward: put only the last K rows through the LM head, as the sampler does for a
+    /// block of K positions (default: every row, the reference model's work).
+    #[arg(long, value_name = "K")]
+    pub head_rows: Option<usize>,
+
+    /// Prompt tokens before the canvas in a generation benchmark.
+    #[arg(long, default_value_t = 32, value_name = "TOKENS")]
+    pub prompt_tokens: usize,
+
+    /// Timed repetitions (after one warm-up).
+    #[arg(long, default_value_t = 3, value_name = "N")]
+    pub repeats: usize,
+
+    /// Print one JSON object.
+    #[arg(long)]
+    pub json: bool,
+}

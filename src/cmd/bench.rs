@@ -1,0 +1,251 @@
+//! `dcoder bench`: time per forward pass, or a whole generation, on a model or on random weights
+//! of a named real shape (`--random llada-small`). Prints text or one `--json` object. Ratios
+//! against the PyTorch reference come from `benches/vs_torch.py`, which runs both in one go.
+
+use std::io::Write;
+use std::ops::ControlFlow;
+use std::time::{Duration, Instant};
+
+use anyhow::{anyhow, bail, Context, Result};
+use candle_core::Tensor;
+use rand::{rngs::StdRng, Rng, SeedableRng};
+use serde::Serialize;
+use serde_json::Value;
+
+use crate::cli::BenchArgs;
+use crate::device::{describe, dtype_name, pick_device, pick_dtype};
+use crate::diffusion::{self, Denoiser, SpecialIds};
+use crate::hub::Source;
+use crate::model::random_weights::random_var_builder;
+use crate::model::{Config, Model};
+use crate::registry::Registry;
+use crate::report::rates;
+use crate::session::{Checkpoint, LoadOptions, Session};
+use crate::settings::{self, Defaults};
+
+#[derive(Debug, Serialize)]
+struct BenchReport {
+    model: String,
+    params: usize,
+    device: String,
+    dtype: &'static str,
+    threads: usize,
+    /// `forward` or `generate`.
+    mode: &'static str,
+    /// Tokens through the model per forward pass (forward mode), or prompt + canvas.
+    seq: usize,
+    /// Rows through the LM head per forward pass.
+    head_rows: usize,
+    /// Seconds per forward pass: the median of the timed runs (forward mode), or the loop
+    /// time divided by the forward passes (generate mode).
+    forward_s: f64,
+    min_s: f64,
+    runs: usize,
+    nfe: usize,
+    /// Generated tokens per second (generate mode); sequence tokens per second (forward mode).
+    tokens_per_s: f64,
+    tokens_per_forward: f64,
+    load_s: f64,
+    peak_rss_bytes: u64,
+}
+
+/// Peak resident memory of this process (`VmHWM`).
+fn peak_rss() -> u64 {
+    let status = std::fs::read_to_string("/proc/self/status").unwrap_or_default();
+    status
+        .lines()
+        .find(|l| l.starts_with("VmHWM:"))
+        .and_then(|l| l.split_whitespace().nth(1)?.parse::<u64>().ok())
+        .map_or(0, |kib| kib * 1024)
+}
+
+struct Loaded {
+    label: String,
+    model: Model,
+    special: SpecialIds,
+    defaults: Defaults,
+    params: usize,
+    load: Duration,
+}
+
+fn load(args: &BenchArgs) -> Result<Loaded> {
+    let registry = Registry::builtin()?;
+    if let Some(shape_name) = &args.random {
+        if args.model.model.is_some() {
+            bail!("--random and --model are exclusive: time either random weights or a model");
+        }
+        let shape = registry.shape(shape_name)?;
+        let json = serde_json::to_value(&shape.config)?;
+        let config = Config::parse(shape.arch, &json)
+            .with_context(|| format!("shape {shape_name} in models.toml"))?;
+        let device = pick_device(&args.model.device)?;
+        let dtype = pick_dtype(args.model.dtype.as_deref(), &device)?;
+        let start = Instant::now();
+        let model =
+            Model::new(&config, random_var_builder(dtype, &device)).map_err(|e| anyhow!("{e}"))?;
+        let id = |key: &str| json.get(key).and_then(Value::as_u64).map(|v| v as u32);
+        let vocab = config.vocab_size() as u32;
+        let special = SpecialIds {
+            mask: id("mask_token_id").unwrap_or(vocab - 1),
+            eos: id("eos_token_id").unwrap_or(0),
+            eot: None,
+        };
+        return Ok(Loaded {
+            label: format!("{shape_name} (random weights)"),
+            params: config.parameters(),
+            model,
+            special,
+            defaults: registry.arch(shape.arch)?.defaults.clone(),
+            load: start.elapsed(),
+        });
+    }
+    let source = Source::parse(args.model.model.as_deref(), registry)?;
+    let checkpoint = Checkpoint::locate(&source)?;
+    let params = checkpoint.parameters();
+    let opts = LoadOptions {
+        device: args.model.device.clone(),
+        dtype: args.model.dtype.clone(),
+    };
+    let session = Session::load(checkpoint, &opts)?;
+    Ok(Loaded {
+        label: session.label.clone(),
+        special: session.tokenizer.special.ids(),
+        defaults: session.defaults.clone(),
+        load: session.load_time,
+        params,
+        model: session.model,
+    })
+}
+
+pub fn run(args: &BenchArgs) -> Result<()> {
+    if args.repeats == 0 {
+        bail!("--repeats must be at least 1");
+    }
+    let Loaded {
+        label,
+        mut model,
+        special,
+        defaults,
+        params,
+        load,
+    } = load(args)?;
+    let device = model.device().clone();
+    let mut rng = StdRng::seed_from_u64(args.sampler.seed);
+    let vocab = model.vocab_size() as u32;
+    let mut random_ids = |n: usize| -> Vec<u32> {
+        (0..n)
+            .map(|_| rng.random_range(0..vocab))
+            .filter(|&t| t != special.mask)
+            .collect()
+    };
+    let report = match args.forward {
+        Some(0) => bail!("--forward must be at least 1 token"),
+        Some(seq) => {
+            let mut ids = random_ids(seq + 8);
+            ids.truncate(seq);
+            let ids = Tensor::from_vec(ids, (1, seq), &device)?;
+            let head_rows = args.head_rows.unwrap_or(seq).min(seq);
+            // One warm-up, then timed runs. By default the LM head covers every row, as the
+            // PyTorch reference's `logits(forward(...))`; --head-rows K times the sampler's
+            // forward, which needs logits for the K positions of the current block only.
+            let mut times = Vec::with_capacity(args.repeats);
+            for run in 0..=args.repeats {
+                let start = Instant::now();
+                let hidden = model.hidden(&ids)?;
+                let logits = model.head(&hidden.narrow(1, seq - head_rows, head_rows)?)?;
+                device.synchronize()?;
+                drop(logits);
+                if run > 0 {
+                    times.push(start.elapsed().as_secs_f64());
+                }
+            }
+            times.sort_by(f64::total_cmp);
+            let median = times[times.len() / 2];
+            BenchReport {
+                model: label,
+                params,
+                device: describe(&device),
+                dtype: dtype_name(model.dtype()),
+                threads: candle_core::utils::get_num_threads(),
+                mode: "forward",
+                seq,
+                head_rows,
+                forward_s: median,
+                min_s: times[0],
+                runs: times.len(),
+                nfe: 1,
+                tokens_per_s: seq as f64 / median,
+                tokens_per_forward: 0.0,
+                load_s: load.as_secs_f64(),
+                peak_rss_bytes: peak_rss(),
+            }
+        }
+        None => {
+            let p = settings::resolve(&args.sampler.overrides(), &defaults, args.sampler.seed)?;
+            let mut prompt = random_ids(args.prompt_tokens + 8);
+            prompt.truncate(args.prompt_tokens);
+            let g = diffusion::generate(&mut model, &prompt, &p, &special, |_| {
+                ControlFlow::Continue(())
+            })?;
+            let (tokens_per_forward, tokens_per_s) = rates(&g);
+            let secs = g.elapsed.as_secs_f64();
+            BenchReport {
+                model: label,
+                params,
+                device: describe(&device),
+                dtype: dtype_name(model.dtype()),
+                threads: candle_core::utils::get_num_threads(),
+                mode: "generate",
+                seq: prompt.len() + p.gen_length,
+                head_rows: p.block_length,
+                forward_s: secs / g.nfe.max(1) as f64,
+                min_s: secs / g.nfe.max(1) as f64,
+                runs: 1,
+                nfe: g.nfe,
+                tokens_per_s,
+                tokens_per_forward,
+                load_s: load.as_secs_f64(),
+                peak_rss_bytes: peak_rss(),
+            }
+        }
+    };
+    let mut out = std::io::stdout().lock();
+    if args.json {
+        serde_json::to_writer(&mut out, &report)?;
+        writeln!(out)?;
+    } else {
+        print_text(&mut out, &report)?;
+    }
+    Ok(())
+}
+
+fn print_text(out: &mut impl Write, r: &BenchReport) -> Result<()> {
+    writeln!(
+        out,
+        "model      {} ({:.2}B params), {} {}, {} threads",
+        r.model,
+        r.params as f64 / 1e9,
+        r.device,
+        r.dtype,
+        r.threads
+    )?;
+    writeln!(
+        out,
+        "load       {:.2} s, peak RSS {}",
+        r.load_s,
+        indicatif::HumanBytes(r.peak_rss_bytes)
+    )?;
+    match r.mode {
+        "forward" => writeln!(
+            out,
+            "forward    {} tokens, LM head on {} rows: {:.4} s median, {:.4} s min over {} runs ({:.0} tokens/s through the model)",
+            r.seq, r.head_rows, r.forward_s, r.min_s, r.runs, r.tokens_per_s
+        )?,
+        _ => writeln!(
+            out,
+            "generate   {} tokens (prompt + canvas): {} forwards, {:.4} s per forward, {:.2} tokens/s, {:.2} tokens per forward",
+            r.seq, r.nfe, r.forward_s, r.tokens_per_s, r.tokens_per_forward
+        )?,
+    }
+    Ok(())
+}

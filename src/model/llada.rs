@@ -1,0 +1,359 @@
+//! LLaDA (GSAI-ML/LLaDA-8B-Instruct, LLaDA-1.5): a LLaMA-style transformer with OLMo checkpoint
+//! names and **bidirectional** attention: every position sees every other, there is no causal
+//! mask and no KV cache in the reference.
+//!
+//! Mirrors `LLaDALlamaBlock` / `LLaDAModel` of the HF modeling file `modeling_llada.py` (as
+//! vendored in NVlabs/Fast-dLLM@24cc59e `llada/model/modeling_llada.py`; reference-spec 1.1-1.3):
+//! - pre-norm blocks; RMSNorm with fp32 statistics (see `norm.rs`);
+//! - RoPE with the half rotation, q and k rotated in fp32 (`rope_full_precision`);
+//! - grouped-query attention when `n_kv_heads < n_heads`;
+//! - MLP `ff_out(silu(ff_proj(x)) * up_proj(x))`: `ff_proj` is the gate;
+//! - final `ln_f`, then the LM head `ff_out` (or the embedding when `weight_tying`).
+//!
+//! Logit row i predicts position i: LLaDA does not shift.
+//!
+//! References: <https://huggingface.co/GSAI-ML/LLaDA-8B-Instruct>,
+//! <https://github.com/ML-GSAI/LLaDA>, <https://github.com/NVlabs/Fast-dLLM>.
+
+use candle_core::{Module, Result, Tensor};
+use candle_nn::{embedding, Embedding, VarBuilder};
+use serde::Deserialize;
+
+use super::attention::attention;
+use super::linear::Linear;
+use super::norm::RmsNorm;
+use super::rotary::{RopeMath, RotaryEmbedding};
+
+/// config.json of a LLaDA checkpoint; field names are the HF keys.
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+pub struct Config {
+    pub d_model: usize,
+    pub n_heads: usize,
+    #[serde(default)]
+    pub n_kv_heads: Option<usize>,
+    #[serde(default)]
+    pub multi_query_attention: Option<bool>,
+    pub n_layers: usize,
+    #[serde(default)]
+    pub mlp_hidden_size: Option<usize>,
+    #[serde(default = "default_mlp_ratio")]
+    pub mlp_ratio: usize,
+    pub vocab_size: usize,
+    #[serde(default)]
+    pub embedding_size: Option<usize>,
+    #[serde(default = "default_rope_theta")]
+    pub rope_theta: f64,
+    #[serde(default = "default_rms_norm_eps")]
+    pub rms_norm_eps: f64,
+    #[serde(default = "default_max_sequence_length")]
+    pub max_sequence_length: usize,
+    #[serde(default)]
+    pub weight_tying: bool,
+    // Options the reference supports but no LLaDA checkpoint uses; `validate` rejects them
+    // rather than computing something else.
+    #[serde(default)]
+    pub include_bias: bool,
+    #[serde(default)]
+    pub include_qkv_bias: bool,
+    #[serde(default)]
+    pub alibi: bool,
+    #[serde(default = "default_true")]
+    pub rope: bool,
+    #[serde(default)]
+    pub attention_layer_norm: bool,
+    #[serde(default)]
+    pub input_emb_norm: bool,
+    #[serde(default)]
+    pub scale_logits: bool,
+    #[serde(default)]
+    pub block_type: Option<String>,
+    #[serde(default)]
+    pub activation_type: Option<String>,
+    #[serde(default)]
+    pub layer_norm_type: Option<String>,
+}
+
+fn default_mlp_ratio() -> usize {
+    4
+}
+fn default_rope_theta() -> f64 {
+    10_000.0
+}
+fn default_rms_norm_eps() -> f64 {
+    1e-5
+}
+fn default_max_sequence_length() -> usize {
+    4096
+}
+fn default_true() -> bool {
+    true
+}
+
+impl Config {
+    /// Key/value heads: `n_kv_heads`, one for multi-query attention, else `n_heads`
+    /// (`effective_n_kv_heads` in `configuration_llada.py`).
+    pub fn kv_heads(&self) -> usize {
+        match (self.multi_query_attention, self.n_kv_heads) {
+            (Some(true), _) => 1,
+            (_, Some(n)) => n,
+            _ => self.n_heads,
+        }
+    }
+
+    pub fn head_dim(&self) -> usize {
+        self.d_model / self.n_heads
+    }
+
+    pub fn mlp_hidden(&self) -> usize {
+        self.mlp_hidden_size
+            .unwrap_or(self.mlp_ratio * self.d_model)
+    }
+
+    /// Rows of the embedding and of the LM head.
+    pub fn embedding_rows(&self) -> usize {
+        self.embedding_size.unwrap_or(self.vocab_size)
+    }
+
+    /// Number of weights, embedding and head included.
+    pub fn parameters(&self) -> usize {
+        let (d, hd) = (self.d_model, self.head_dim());
+        let attn = d * self.n_heads * hd * 2 + d * self.kv_heads() * hd * 2;
+        let block = attn + 3 * d * self.mlp_hidden() + 2 * d;
+        let heads = if self.weight_tying { 1 } else { 2 };
+        heads * self.embedding_rows() * d + self.n_layers * block + d
+    }
+
+    /// Rejects settings this implementation does not compute, naming the config key.
+    pub fn validate(&self) -> std::result::Result<(), String> {
+        let unsupported = [
+            ("include_bias", self.include_bias),
+            ("include_qkv_bias", self.include_qkv_bias),
+            ("alibi", self.alibi),
+            ("attention_layer_norm", self.attention_layer_norm),
+            ("input_emb_norm", self.input_emb_norm),
+            ("scale_logits", self.scale_logits),
+            ("rope = false", !self.rope),
+        ];
+        if let Some((key, _)) = unsupported.iter().find(|(_, on)| *on) {
+            return Err(format!(
+                "`{key}` is not supported (no released LLaDA checkpoint uses it)"
+            ));
+        }
+        let expect = |key: &str, got: &Option<String>, want: &str| match got {
+            Some(v) if v != want => Err(format!(
+                "`{key}` = \"{v}\" is not supported (LLaDA uses \"{want}\")"
+            )),
+            _ => Ok(()),
+        };
+        expect("block_type", &self.block_type, "llama")?;
+        expect("activation_type", &self.activation_type, "silu")?;
+        expect("layer_norm_type", &self.layer_norm_type, "rms")?;
+        if self.n_heads == 0 || !self.d_model.is_multiple_of(self.n_heads) {
+            return Err(format!(
+                "d_model {} is not a multiple of n_heads {}",
+                self.d_model, self.n_heads
+            ));
+        }
+        if self.kv_heads() == 0 || !self.n_heads.is_multiple_of(self.kv_heads()) {
+            return Err(format!(
+                "n_heads {} is not a multiple of n_kv_heads {}",
+                self.n_heads,
+                self.kv_heads()
+            ));
+        }
+        if !self.head_dim().is_multiple_of(2) {
+            return Err(format!(
+                "head dimension {} must be even for RoPE",
+                self.head_dim()
+            ));
+        }
+        Ok(())
+    }
+}
+
+#[derive(Debug, Clone)]
+struct Attention {
+    q_proj: Linear,
+    k_proj: Linear,
+    v_proj: Linear,
+    attn_out: Linear,
+    heads: usize,
+    kv_heads: usize,
+    head_dim: usize,
+}
+
+impl Attention {
+    fn new(cfg: &Config, vb: &VarBuilder) -> Result<Self> {
+        let (d, hd) = (cfg.d_model, cfg.head_dim());
+        Ok(Self {
+            q_proj: Linear::new(d, cfg.n_heads * hd, false, vb.pp("q_proj"))?,
+            k_proj: Linear::new(d, cfg.kv_heads() * hd, false, vb.pp("k_proj"))?,
+            v_proj: Linear::new(d, cfg.kv_heads() * hd, false, vb.pp("v_proj"))?,
+            attn_out: Linear::new(cfg.n_heads * hd, d, false, vb.pp("attn_out"))?,
+            heads: cfg.n_heads,
+            kv_heads: cfg.kv_heads(),
+            head_dim: hd,
+        })
+    }
+
+    fn forward(
+        &self,
+        x: &Tensor,
+        rope: &RotaryEmbedding,
+        cos: &Tensor,
+        sin: &Tensor,
+    ) -> Result<Tensor> {
+        let (b, t, _) = x.dims3()?;
+        let split = |proj: &Linear, heads: usize| -> Result<Tensor> {
+            proj.forward(x)?
+                .reshape((b, t, heads, self.head_dim))?
+                .transpose(1, 2)
+        };
+        let q = rope.apply(&split(&self.q_proj, self.heads)?, cos, sin)?;
+        let k = rope.apply(&split(&self.k_proj, self.kv_heads)?, cos, sin)?;
+        let v = split(&self.v_proj, self.kv_heads)?;
+        let y = attention(&q, &k, &v, None)?;
+        y.transpose(1, 2)?
+            .reshape((b, t, self.heads * self.head_dim))?
+            .apply(&self.attn_out)
+    }
+}
+
+#[derive(Debug, Clone)]
+struct Block {
+    attn_norm: RmsNorm,
+    attn: Attention,
+    ff_norm: RmsNorm,
+    ff_proj: Linear,
+    up_proj: Linear,
+    ff_out: Linear,
+}
+
+impl Block {
+    fn new(cfg: &Config, vb: VarBuilder) -> Result<Self> {
+        let (d, h) = (cfg.d_model, cfg.mlp_hidden());
+        Ok(Self {
+            attn_norm: RmsNorm::new(d, cfg.rms_norm_eps, vb.pp("attn_norm"))?,
+            attn: Attention::new(cfg, &vb)?,
+            ff_norm: RmsNorm::new(d, cfg.rms_norm_eps, vb.pp("ff_norm"))?,
+            ff_proj: Linear::new(d, h, false, vb.pp("ff_proj"))?,
+            up_proj: Linear::new(d, h, false, vb.pp("up_proj"))?,
+            ff_out: Linear::new(h, d, false, vb.pp("ff_out"))?,
+        })
+    }
+
+    fn forward(
+        &self,
+        x: &Tensor,
+        rope: &RotaryEmbedding,
+        cos: &Tensor,
+        sin: &Tensor,
+    ) -> Result<Tensor> {
+        let residual = x;
+        let x = (residual
+            + self
+                .attn
+                .forward(&x.apply(&self.attn_norm)?, rope, cos, sin)?)?;
+        let h = x.apply(&self.ff_norm)?;
+        let gate = h.apply(&self.ff_proj)?.silu()?;
+        let up = h.apply(&self.up_proj)?;
+        x + (gate * up)?.apply(&self.ff_out)?
+    }
+}
+
+/// The LLaDA network: ids in, final-norm hidden states or logits out.
+#[derive(Debug, Clone)]
+pub struct Model {
+    wte: Embedding,
+    blocks: Vec<Block>,
+    ln_f: RmsNorm,
+    lm_head: Linear,
+    rope: RotaryEmbedding,
+}
+
+impl Model {
+    pub fn new(cfg: &Config, vb: VarBuilder) -> Result<Self> {
+        let vb = vb.pp("model").pp("transformer");
+        let wte = embedding(cfg.embedding_rows(), cfg.d_model, vb.pp("wte"))?;
+        let blocks = (0..cfg.n_layers)
+            .map(|i| Block::new(cfg, vb.pp("blocks").pp(i)))
+            .collect::<Result<Vec<_>>>()?;
+        let lm_head = match cfg.weight_tying {
+            true => Linear::from_weight(wte.embeddings(), None)?,
+            false => Linear::new(cfg.d_model, cfg.embedding_rows(), false, vb.pp("ff_out"))?,
+        };
+        Ok(Self {
+            wte,
+            blocks,
+            ln_f: RmsNorm::new(cfg.d_model, cfg.rms_norm_eps, vb.pp("ln_f"))?,
+            lm_head,
+            rope: RotaryEmbedding::new(cfg.head_dim(), cfg.rope_theta, RopeMath::F32),
+        })
+    }
+
+    /// Final-norm hidden states `[batch, seq, d_model]` for `ids` `[batch, seq]` at positions
+    /// `0..seq` (the reference has no position ids: pads count as positions too).
+    pub fn hidden(&self, ids: &Tensor) -> Result<Tensor> {
+        let (_, t) = ids.dims2()?;
+        let (cos, sin) = self.rope.tables(0..t, ids.device())?;
+        let mut x = self.wte.forward(ids)?;
+        for block in &self.blocks {
+            x = block.forward(&x, &self.rope, &cos, &sin)?;
+        }
+        x.apply(&self.ln_f)
+    }
+
+    /// LM-head logits for hidden states `[batch, rows, d_model]`.
+    pub fn logits(&self, hidden: &Tensor) -> Result<Tensor> {
+        hidden.apply(&self.lm_head)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use candle_core::{DType, Device};
+
+    fn tiny() -> Config {
+        serde_json::from_value(serde_json::json!({
+            "d_model": 8, "n_heads": 2, "n_kv_heads": 1, "n_layers": 2, "mlp_hidden_size": 12,
+            "vocab_size": 11, "rope_theta": 10000.0, "rms_norm_eps": 1e-5
+        }))
+        .expect("valid tiny config")
+    }
+
+    #[test]
+    fn shapes_flow_from_ids_to_logits() -> anyhow::Result<()> {
+        let cfg = tiny();
+        assert_eq!(
+            (cfg.kv_heads(), cfg.head_dim(), cfg.mlp_hidden()),
+            (1, 4, 12)
+        );
+        let model = Model::new(&cfg, VarBuilder::zeros(DType::F32, &Device::Cpu))?;
+        let ids = Tensor::new(&[[1u32, 2, 3]], &Device::Cpu)?;
+        let h = model.hidden(&ids)?;
+        assert_eq!(h.dims(), &[1, 3, 8]);
+        assert_eq!(model.logits(&h)?.dims(), &[1, 3, 11]);
+        Ok(())
+    }
+
+    #[test]
+    fn unsupported_options_are_named() {
+        let mut cfg = tiny();
+        cfg.include_bias = true;
+        assert!(cfg
+            .validate()
+            .expect_err("must fail")
+            .contains("include_bias"));
+        let mut cfg = tiny();
+        cfg.activation_type = Some("swiglu".into());
+        assert!(cfg
+            .validate()
+            .expect_err("must fail")
+            .contains("activation_type"));
+        let mut cfg = tiny();
+        cfg.n_kv_heads = Some(3);
+        assert!(cfg.validate().is_err());
+        assert!(tiny().validate().is_ok());
+    }
+}

@@ -1,0 +1,222 @@
+//! The model registry: `models.toml`, compiled into the binary, parsed once.
+//!
+//! It holds three kinds of facts: per-architecture facts (`[arch.*]`: token texts, multi-turn
+//! rule, sampler defaults), per-model facts (`[[model]]`: repo, revision, licence, the model
+//! card's sampler defaults) and benchmark shapes (`[shape.*]`). Code matches on [`Arch`] only.
+
+use std::collections::BTreeMap;
+use std::sync::LazyLock;
+
+use anyhow::{bail, Result};
+use serde::Deserialize;
+
+use crate::settings::Defaults;
+
+const MODELS_TOML: &str = include_str!("../models.toml");
+
+static BUILTIN: LazyLock<std::result::Result<Registry, String>> = LazyLock::new(|| {
+    toml::from_str::<Registry>(MODELS_TOML)
+        .map_err(|e| format!("the built-in models.toml is invalid: {e}"))
+});
+
+/// The network families dcoder implements.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Arch {
+    Llada,
+}
+
+impl Arch {
+    pub fn name(self) -> &'static str {
+        match self {
+            Arch::Llada => "llada",
+        }
+    }
+}
+
+/// How a multi-turn conversation builds the next prompt.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum ChatRule {
+    /// LLaDA `chat.py`: keep the previous turns as tokens (EOS removed) and append the new
+    /// turn's template rendered alone, minus its leading BOS.
+    CarryTokens,
+    /// Dream demos: render the whole message list again every turn.
+    Rerender,
+}
+
+/// Facts shared by every checkpoint of one architecture.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ArchSpec {
+    /// `model_type` values in config.json that select this architecture.
+    pub model_types: Vec<String>,
+    /// Mask token text, used when config.json has no `mask_token_id`.
+    pub mask_token: Option<String>,
+    /// End-of-turn token text (besides EOS and pad), if the family has one.
+    pub eot_token: Option<String>,
+    pub chat: ChatRule,
+    #[serde(default)]
+    pub defaults: Defaults,
+}
+
+/// One runnable model: `dcoder --model NAME`.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ModelSpec {
+    pub name: String,
+    pub repo: String,
+    pub revision: String,
+    pub arch: Arch,
+    pub params: String,
+    pub license: String,
+    pub about: String,
+    /// The model `dcoder` runs when `--model` is not given.
+    #[serde(default)]
+    pub default: bool,
+    #[serde(default)]
+    pub defaults: Defaults,
+}
+
+/// A named real-model shape for `dcoder bench --random`.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ShapeSpec {
+    pub arch: Arch,
+    /// config.json keys of the architecture.
+    pub config: toml::Table,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Registry {
+    pub arch: BTreeMap<Arch, ArchSpec>,
+    #[serde(rename = "model")]
+    pub models: Vec<ModelSpec>,
+    #[serde(rename = "shape")]
+    pub shapes: BTreeMap<String, ShapeSpec>,
+}
+
+impl Registry {
+    /// The registry compiled into this binary.
+    pub fn builtin() -> Result<&'static Registry> {
+        BUILTIN.as_ref().map_err(|e| anyhow::anyhow!("{e}"))
+    }
+
+    pub fn find(&self, name: &str) -> Option<&ModelSpec> {
+        self.models.iter().find(|m| m.name == name)
+    }
+
+    pub fn default_model(&self) -> Result<&ModelSpec> {
+        match self.models.iter().find(|m| m.default) {
+            Some(m) => Ok(m),
+            None => bail!("models.toml marks no model as `default = true`"),
+        }
+    }
+
+    pub fn arch(&self, arch: Arch) -> Result<&ArchSpec> {
+        match self.arch.get(&arch) {
+            Some(a) => Ok(a),
+            None => bail!("models.toml has no [arch.{}] table", arch.name()),
+        }
+    }
+
+    /// The architecture whose `model_types` lists `model_type`.
+    pub fn arch_for_model_type(&self, model_type: &str) -> Option<Arch> {
+        self.arch
+            .iter()
+            .find(|(_, spec)| spec.model_types.iter().any(|t| t == model_type))
+            .map(|(arch, _)| *arch)
+    }
+
+    /// Every `model_type` dcoder can load, for error messages.
+    pub fn known_model_types(&self) -> Vec<&str> {
+        self.arch
+            .values()
+            .flat_map(|a| a.model_types.iter().map(String::as_str))
+            .collect()
+    }
+
+    pub fn shape(&self, name: &str) -> Result<&ShapeSpec> {
+        match self.shapes.get(name) {
+            Some(s) => Ok(s),
+            None => {
+                let known: Vec<&str> = self.shapes.keys().map(String::as_str).collect();
+                bail!(
+                    "unknown shape '{name}' for --random; known shapes: {}",
+                    known.join(", ")
+                )
+            }
+        }
+    }
+
+    /// Registry names closest to `name`, best first, for "did you mean" hints.
+    pub fn suggest(&self, name: &str) -> Vec<&str> {
+        let mut scored: Vec<(usize, &str)> = self
+            .models
+            .iter()
+            .map(|m| (edit_distance(&m.name, name), m.name.as_str()))
+            .filter(|(d, n)| *d <= 3 || n.contains(name) || name.contains(n))
+            .collect();
+        scored.sort();
+        scored.into_iter().map(|(_, n)| n).take(3).collect()
+    }
+}
+
+/// Levenshtein distance; model names are short, so the quadratic table is fine.
+fn edit_distance(a: &str, b: &str) -> usize {
+    let b: Vec<char> = b.chars().collect();
+    let mut row: Vec<usize> = (0..=b.len()).collect();
+    for (i, ca) in a.chars().enumerate() {
+        let mut prev = row[0];
+        row[0] = i + 1;
+        for (j, cb) in b.iter().enumerate() {
+            let cur = row[j + 1];
+            row[j + 1] = (prev + usize::from(ca != *cb)).min(row[j] + 1).min(cur + 1);
+            prev = cur;
+        }
+    }
+    row[b.len()]
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::collections::HashSet;
+
+    #[test]
+    fn builtin_registry_parses_with_unique_names_and_one_default() -> Result<()> {
+        let reg = Registry::builtin()?;
+        let names: HashSet<&str> = reg.models.iter().map(|m| m.name.as_str()).collect();
+        assert_eq!(names.len(), reg.models.len(), "duplicate model names");
+        assert_eq!(reg.models.iter().filter(|m| m.default).count(), 1);
+        for m in &reg.models {
+            reg.arch(m.arch)?;
+            assert!(m.repo.contains('/'), "{}: repo must be org/name", m.name);
+        }
+        for (name, shape) in &reg.shapes {
+            reg.arch(shape.arch)
+                .map_err(|e| anyhow::anyhow!("shape {name}: {e}"))?;
+        }
+        Ok(())
+    }
+
+    #[test]
+    fn model_type_selects_arch() -> Result<()> {
+        let reg = Registry::builtin()?;
+        assert_eq!(reg.arch_for_model_type("llada"), Some(Arch::Llada));
+        assert_eq!(reg.arch_for_model_type("gpt2"), None);
+        Ok(())
+    }
+
+    #[test]
+    fn suggestions_find_near_misses() -> Result<()> {
+        let reg = Registry::builtin()?;
+        assert_eq!(
+            reg.suggest("llada-8b-instruc").first(),
+            Some(&"llada-8b-instruct")
+        );
+        assert!(reg.suggest("qwertyuiop").is_empty());
+        Ok(())
+    }
+}

@@ -1,0 +1,72 @@
+//! The `--json` report of a run: one object, stable field names.
+
+use serde::Serialize;
+
+use crate::diffusion::{Generation, Params, Strategy};
+
+#[derive(Debug, Serialize)]
+pub struct Report {
+    pub model: String,
+    pub arch: &'static str,
+    pub device: String,
+    pub dtype: &'static str,
+    /// The answer: generated text before the first EOS/EOT/pad, special tokens left out.
+    pub text: String,
+    /// The whole canvas, `gen_length` ids, EOS and pad included.
+    pub tokens: Vec<u32>,
+    pub prompt_tokens: Vec<u32>,
+    /// Tokens before the first stop token.
+    pub answer_tokens: usize,
+    /// Denoising steps run.
+    pub steps: usize,
+    /// Model forward passes.
+    pub nfe: usize,
+    /// Canvas tokens decoded per forward pass.
+    pub tokens_per_forward: f64,
+    /// Reading config, tokenizer and weights.
+    pub load_s: f64,
+    /// The denoising loop alone.
+    pub elapsed_s: f64,
+    /// Canvas tokens per second of the denoising loop.
+    pub tokens_per_s: f64,
+    pub cancelled: bool,
+    pub settings: Settings,
+}
+
+/// The sampler settings the run used, after defaults.
+#[derive(Debug, Serialize)]
+pub struct Settings {
+    pub gen_length: usize,
+    pub block_length: usize,
+    pub steps: usize,
+    pub strategy: Strategy,
+    pub temperature: f64,
+    pub cfg_scale: f64,
+    pub suppress_eos: bool,
+    pub eos_last: bool,
+    pub seed: u64,
+}
+
+impl From<&Params> for Settings {
+    fn from(p: &Params) -> Self {
+        Settings {
+            gen_length: p.gen_length,
+            block_length: p.block_length,
+            steps: p.steps,
+            strategy: p.strategy,
+            temperature: p.temperature,
+            cfg_scale: p.cfg_scale,
+            suppress_eos: p.suppress_eos,
+            eos_last: p.eos_last,
+            seed: p.seed,
+        }
+    }
+}
+
+/// Canvas tokens per forward pass and per second of a generation.
+pub fn rates(g: &Generation) -> (f64, f64) {
+    let n = g.canvas.len() as f64;
+    let per_forward = if g.nfe > 0 { n / g.nfe as f64 } else { 0.0 };
+    let secs = g.elapsed.as_secs_f64();
+    (per_forward, if secs > 0.0 { n / secs } else { 0.0 })
+}

@@ -1,0 +1,265 @@
+//! A model ready to generate: the network on its device, the tokenizer with the special tokens,
+//! the chat template and the sampler defaults that apply to it. One-shot runs, chat, and the
+//! benchmark all start here.
+
+use std::ops::ControlFlow;
+use std::path::Path;
+use std::time::{Duration, Instant};
+
+use anyhow::{anyhow, bail, Context, Result};
+use candle_core::{DType, Device};
+use serde_json::Value;
+
+use crate::chat_template::ChatTemplate;
+use crate::conversation::Conversation;
+use crate::device::{available_memory, describe, dtype_name, pick_device, pick_dtype};
+use crate::diffusion::{self, Generation, Params, Step};
+use crate::hub::{self, Source};
+use crate::model::{Config, Model, Weights};
+use crate::registry::{Arch, ArchSpec, Registry};
+use crate::settings::{self, Defaults};
+use crate::tokenizer::{TokenFiles, Tokenizer};
+
+/// How to load: `--device`, `--dtype`.
+#[derive(Debug, Clone, Default)]
+pub struct LoadOptions {
+    pub device: String,
+    pub dtype: Option<String>,
+}
+
+pub struct Session {
+    /// Registry name, repo id or folder: what reports call the model.
+    pub label: String,
+    pub arch: Arch,
+    pub arch_spec: &'static ArchSpec,
+    pub model: Model,
+    pub tokenizer: Tokenizer,
+    pub template: Option<ChatTemplate>,
+    /// The model card's sampler defaults over the architecture's.
+    pub defaults: Defaults,
+    pub max_positions: usize,
+    pub device: Device,
+    /// Time to read config, tokenizer and weights (downloads excluded).
+    pub load_time: Duration,
+}
+
+fn read_json(path: &Path) -> Result<Value> {
+    let text =
+        std::fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))?;
+    serde_json::from_str(&text).with_context(|| format!("{}: not valid JSON", path.display()))
+}
+
+fn read_optional_json(path: Option<&Path>) -> Result<Option<Value>> {
+    path.map(read_json).transpose()
+}
+
+/// The architecture a config.json describes, from its `model_type`.
+fn detect_arch(config: &Value, registry: &Registry, path: &Path) -> Result<Arch> {
+    let Some(model_type) = config.get("model_type").and_then(Value::as_str) else {
+        bail!(
+            "{}: no `model_type`; cannot tell which network this is",
+            path.display()
+        );
+    };
+    registry.arch_for_model_type(model_type).ok_or_else(|| {
+        anyhow!(
+            "{}: model_type '{model_type}' is not a diffusion model dcoder runs (supported: {})",
+            path.display(),
+            registry.known_model_types().join(", ")
+        )
+    })
+}
+
+/// A model's files and config, read and checked; the weights are not loaded yet, so flag
+/// errors surface before the slow part.
+pub struct Checkpoint {
+    pub label: String,
+    pub files: hub::ModelFiles,
+    pub arch: Arch,
+    config_json: Value,
+    config: Config,
+    /// The model card's sampler defaults over the architecture's.
+    pub defaults: Defaults,
+}
+
+impl Checkpoint {
+    /// Finds (downloading if needed) and reads the checkpoint `source` names.
+    pub fn locate(source: &Source) -> Result<Checkpoint> {
+        let registry = Registry::builtin()?;
+        let files = hub::locate(source)?;
+        let config_json = read_json(&files.config)?;
+        let arch = match source.spec() {
+            Some(spec) => spec.arch,
+            None => detect_arch(&config_json, registry, &files.config)?,
+        };
+        let config = Config::parse(arch, &config_json).with_context(|| {
+            format!(
+                "{}: unusable {} config",
+                files.config.display(),
+                arch.name()
+            )
+        })?;
+        let model_defaults = source
+            .spec()
+            .map(|s| s.defaults.clone())
+            .unwrap_or_default();
+        Ok(Checkpoint {
+            label: source.label(),
+            defaults: model_defaults.over(&registry.arch(arch)?.defaults),
+            files,
+            arch,
+            config_json,
+            config,
+        })
+    }
+
+    /// Sampler parameters: `flags` over this model's defaults.
+    pub fn params(&self, flags: &Defaults, seed: u64) -> Result<Params> {
+        settings::resolve(flags, &self.defaults, seed)
+    }
+
+    /// Number of weights the config describes.
+    pub fn parameters(&self) -> usize {
+        self.config.parameters()
+    }
+}
+
+impl Session {
+    /// Reads the tokenizer and loads the weights onto the device.
+    pub fn load(checkpoint: Checkpoint, opts: &LoadOptions) -> Result<Session> {
+        let start = Instant::now();
+        let Checkpoint {
+            label,
+            files,
+            arch,
+            config_json,
+            config,
+            defaults,
+        } = checkpoint;
+        let arch_spec = Registry::builtin()?.arch(arch)?;
+        let generation_config = read_optional_json(files.generation_config.as_deref())?;
+        let tokenizer_config = read_optional_json(files.tokenizer_config.as_deref())?;
+        let Some(tokenizer_json) = &files.tokenizer_json else {
+            let dir = files
+                .config
+                .parent()
+                .map(|p| p.display().to_string())
+                .unwrap_or_default();
+            bail!("{dir}: no tokenizer.json next to config.json; dcoder needs the model's fast tokenizer file");
+        };
+        let token_files = TokenFiles {
+            config: &config_json,
+            generation_config: generation_config.as_ref(),
+            tokenizer_config: tokenizer_config.as_ref(),
+        };
+        let tokenizer = Tokenizer::load(tokenizer_json, &token_files, arch_spec)?;
+        let vocab = config.vocab_size();
+        let special = &tokenizer.special;
+        for (role, id) in [
+            ("mask", Some(special.mask)),
+            ("eos", Some(special.eos)),
+            ("eot", special.eot),
+        ] {
+            if let Some(id) = id.filter(|&id| id as usize >= vocab) {
+                bail!("the {role} token id {id} is outside the model's {vocab} logits; the tokenizer does not belong to these weights");
+            }
+        }
+        let template =
+            ChatTemplate::find(tokenizer_config.as_ref(), files.chat_template.as_deref())?;
+
+        let device = pick_device(&opts.device)?;
+        let weights = Weights::open(&files.weights)?;
+        let dtype = choose_dtype(opts.dtype.as_deref(), &device, weights.elements())?;
+        let model = Model::new(&config, weights.var_builder(dtype, &device))
+            .map_err(|e| anyhow!("{e}"))
+            .with_context(|| {
+                format!(
+                    "loading the weights: they do not match {}",
+                    files.config.display()
+                )
+            })?;
+        Ok(Session {
+            label,
+            arch,
+            arch_spec,
+            model,
+            tokenizer,
+            template,
+            defaults,
+            max_positions: config.max_positions(),
+            device,
+            load_time: start.elapsed(),
+        })
+    }
+
+    /// A conversation with this model's template (unless `raw`) and multi-turn rule.
+    pub fn conversation(&self, raw: bool, system: Option<String>) -> Result<Conversation> {
+        if raw && system.is_some() {
+            bail!("--system needs the chat template; drop --no-chat-template");
+        }
+        let template = if raw { None } else { self.template.clone() };
+        if !raw && template.is_none() && system.is_some() {
+            bail!("--system: {} has no chat template", self.label);
+        }
+        Ok(Conversation::new(
+            template,
+            self.arch_spec.chat,
+            system,
+            Value::Object(Default::default()),
+        ))
+    }
+
+    /// Runs the sampler on `prompt`.
+    pub fn generate(
+        &mut self,
+        prompt: &[u32],
+        params: &Params,
+        on_step: impl FnMut(&Step) -> ControlFlow<()>,
+    ) -> Result<Generation> {
+        let total = prompt.len() + params.gen_length;
+        if total > self.max_positions {
+            bail!(
+                "the prompt ({} tokens) plus --gen-length {} is {total} tokens, more than the {} the model handles; shorten the prompt or lower --gen-length",
+                prompt.len(),
+                params.gen_length,
+                self.max_positions
+            );
+        }
+        diffusion::generate(
+            &mut self.model,
+            prompt,
+            params,
+            &self.tokenizer.special.ids(),
+            on_step,
+        )
+    }
+
+    pub fn device_name(&self) -> String {
+        describe(&self.device)
+    }
+
+    pub fn dtype_name(&self) -> &'static str {
+        dtype_name(self.model.dtype())
+    }
+}
+
+/// `--dtype` if given; else the device default, except that on the CPU a model whose f32 copy
+/// would not fit in memory loads in bf16 instead (an 8B model is 32 GB in f32).
+fn choose_dtype(flag: Option<&str>, device: &Device, elements: usize) -> Result<DType> {
+    let dtype = pick_dtype(flag, device)?;
+    if flag.is_some() || dtype != DType::F32 {
+        return Ok(dtype);
+    }
+    let need = elements as u64 * 4;
+    match available_memory() {
+        Some(avail) if need > avail / 10 * 9 => {
+            eprintln!(
+                "note: the weights need {} in f32 but {} is free; loading in bf16 (choose with --dtype)",
+                indicatif::HumanBytes(need),
+                indicatif::HumanBytes(avail)
+            );
+            Ok(DType::BF16)
+        }
+        _ => Ok(dtype),
+    }
+}
