@@ -2,8 +2,11 @@
 
 use clap::{Args, Parser, Subcommand};
 
+use std::path::PathBuf;
+
 use crate::diffusion::Strategy;
 use crate::settings::Defaults;
+use crate::tui::theme::ThemeName;
 
 const AFTER_HELP: &str = "\
 Examples:
@@ -12,6 +15,8 @@ Examples:
   echo \"reverse a string in C\" | dcoder          the prompt can come from stdin
   dcoder --json --gen-length 64 \"fizzbuzz\"        one JSON object with tokens and timings
   dcoder --model ./my-llada \"hello\"               a local Hugging Face folder
+  dcoder                                         the interactive chat (on a terminal)
+  dcoder --trace run.jsonl \"…\" ; dcoder replay run.jsonl   record a run, watch it again
   dcoder models                                  the registry, and what is downloaded
 
 Models download into the Hugging Face cache ($HF_HOME/hub, default ~/.cache/huggingface/hub);
@@ -24,7 +29,7 @@ pub struct Cli {
     #[command(subcommand)]
     pub command: Option<Command>,
 
-    /// What to ask. Without it the prompt is read from stdin when stdin is not a terminal.
+    /// What to ask. Without it: the interactive chat on a terminal, else the prompt from stdin.
     pub prompt: Option<String>,
 
     #[command(flatten)]
@@ -40,8 +45,24 @@ pub enum Command {
         /// Registry name (see `dcoder models`) or Hugging Face repo `org/name[@revision]`.
         name: String,
     },
+    /// The interactive multi-turn session (also what `dcoder` alone opens on a terminal).
+    Chat(Box<ChatArgs>),
+    /// Play a trace written with --trace in the live view.
+    Replay(ReplayArgs),
     /// Time forward passes or a whole generation, on a model or on random weights of a real shape.
     Bench(Box<BenchArgs>),
+}
+
+/// How the live view looks.
+#[derive(Debug, Clone, Args)]
+pub struct LookArgs {
+    /// Colours of the live view (NO_COLOR in the environment turns colours off).
+    #[arg(long, value_enum, default_value = "dark")]
+    pub theme: ThemeName,
+
+    /// Highlight answers as this language even outside ``` fences (rust, python, c, go, ...).
+    #[arg(long, value_name = "LANG")]
+    pub lang: Option<String>,
 }
 
 /// Which model, and where it runs.
@@ -71,7 +92,7 @@ pub struct SamplerArgs {
     #[arg(long, value_name = "N")]
     pub gen_length: Option<usize>,
 
-    /// Semi-autoregressive block length; --gen-length must be a whole number of blocks.
+    /// Semi-autoregressive block length; --gen-length must be a whole number of blocks (Dream: switches from its timestep schedule to LLaDA's blocks).
     #[arg(long, value_name = "N")]
     pub block_length: Option<usize>,
 
@@ -79,7 +100,7 @@ pub struct SamplerArgs {
     #[arg(long, value_name = "N")]
     pub steps: Option<usize>,
 
-    /// Which masked positions a step reveals first.
+    /// Which masked positions a step reveals first (LLaDA: confidence, random; Dream: confidence, margin, entropy, origin).
     #[arg(long, value_enum)]
     pub strategy: Option<Strategy>,
 
@@ -99,6 +120,30 @@ pub struct SamplerArgs {
     #[arg(long)]
     pub eos_last: bool,
 
+    /// Dream: keep the smallest set of tokens whose probability passes P (nucleus sampling).
+    #[arg(long, value_name = "P", allow_negative_numbers = true)]
+    pub top_p: Option<f64>,
+
+    /// Dream: keep the K most likely tokens.
+    #[arg(long, value_name = "K")]
+    pub top_k: Option<usize>,
+
+    /// Dream: above 0, draw the positions to reveal by softmax(confidence / T) instead of taking the most confident.
+    #[arg(long, value_name = "T", allow_negative_numbers = true)]
+    pub alg_temp: Option<f64>,
+
+    /// Dream: the timestep schedule runs from 1 down to EPS.
+    #[arg(long, value_name = "EPS", allow_negative_numbers = true)]
+    pub eps: Option<f64>,
+
+    /// Stop once the answer before the first EOS/EOT/pad is fully revealed (registry models default to on).
+    #[arg(long, overrides_with = "no_early_stop")]
+    pub early_stop: bool,
+
+    /// Run the full schedule even after the answer is final (the reference's behaviour).
+    #[arg(long)]
+    pub no_early_stop: bool,
+
     /// Random seed; the same seed and settings give the same answer.
     #[arg(long, default_value_t = 0)]
     pub seed: u64,
@@ -116,6 +161,15 @@ impl SamplerArgs {
             cfg_scale: self.cfg_scale,
             suppress_eos: self.suppress_eos.then_some(true),
             eos_last: self.eos_last.then_some(true),
+            top_p: self.top_p,
+            top_k: self.top_k,
+            alg_temp: self.alg_temp,
+            eps: self.eps,
+            early_stop: match (self.early_stop, self.no_early_stop) {
+                (true, _) => Some(true),
+                (_, true) => Some(false),
+                _ => None,
+            },
         }
     }
 }
@@ -145,9 +199,62 @@ pub struct RunArgs {
     #[arg(long)]
     pub plain: bool,
 
+    /// Write every denoising step to FILE as JSON lines (replay it with `dcoder replay FILE`).
+    #[arg(long, value_name = "FILE")]
+    pub trace: Option<PathBuf>,
+
+    #[command(flatten)]
+    pub look: LookArgs,
+
     /// No progress line on stderr.
     #[arg(long, short = 'q')]
     pub quiet: bool,
+}
+
+impl RunArgs {
+    /// The same flags for the interactive session (`dcoder` with no prompt).
+    pub fn into_chat(self) -> ChatArgs {
+        ChatArgs {
+            model: self.model,
+            sampler: self.sampler,
+            system: self.system,
+            no_chat_template: self.no_chat_template,
+            look: self.look,
+        }
+    }
+}
+
+#[derive(Debug, Clone, Args)]
+pub struct ChatArgs {
+    #[command(flatten)]
+    pub model: ModelArgs,
+
+    #[command(flatten)]
+    pub sampler: SamplerArgs,
+
+    /// System message for the chat template.
+    #[arg(long, value_name = "TEXT")]
+    pub system: Option<String>,
+
+    /// Send messages as raw text, without the model's chat template.
+    #[arg(long)]
+    pub no_chat_template: bool,
+
+    #[command(flatten)]
+    pub look: LookArgs,
+}
+
+#[derive(Debug, Clone, Args)]
+pub struct ReplayArgs {
+    /// A trace written by `dcoder --trace FILE "..."`.
+    pub file: PathBuf,
+
+    /// Playback speed in denoising steps per second.
+    #[arg(long, default_value_t = 15.0, value_name = "STEPS")]
+    pub speed: f64,
+
+    #[command(flatten)]
+    pub look: LookArgs,
 }
 
 #[derive(Debug, Clone, Args)]

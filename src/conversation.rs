@@ -16,6 +16,7 @@ use crate::chat_template::{ChatTemplate, Message};
 use crate::registry::ChatRule;
 use crate::tokenizer::Tokenizer;
 
+#[derive(Clone)]
 pub struct Conversation {
     template: Option<ChatTemplate>,
     rule: ChatRule,

@@ -1,9 +1,18 @@
 //! The denoising loop: a canvas of masks after the prompt, revealed a few positions per step.
 //!
-//! This is LLaDA's `generate()` (ML-GSAI/LLaDA `generate.py`, reference-spec 1.6): the canvas
-//! is split into `gen_length / block_length` semi-autoregressive blocks, each denoised in
-//! `steps / blocks` steps; step `i` of a block reveals `transfer_counts(..)[i]` positions, the
-//! most confident masked positions of the current block. Revealed tokens are never re-masked.
+//! Two schedules, as the references define them:
+//! - **blocks** (LLaDA `generate()`, reference-spec 1.6): the canvas is split into
+//!   `gen_length / block_length` semi-autoregressive blocks, each denoised in `steps / blocks`
+//!   steps; step `i` of a block reveals `transfer_counts(..)[i]` positions;
+//! - **timesteps** (Dream `diffusion_generate`, reference-spec 2.5): one pass over the whole
+//!   canvas; with `t, s` consecutive values of `linspace(1, eps, steps + 1)` (float32), step `i`
+//!   reveals `int(N (1 - s / t))` of the `N` masked positions, the last step all that remain.
+//!
+//! Within a step the decision rule of the model family (`sampler.rs`) proposes a token and a
+//! confidence for every masked position of the current block, and the most confident ones are
+//! revealed (or, Dream's `origin`, each with probability `1 - s/t`; or, with `alg_temp > 0`, a
+//! draw weighted by `softmax(confidence / alg_temp)`). Revealed tokens are never re-masked.
+//! Dream-family models predict position `i` from logit row `i - 1` (the logit shift).
 //!
 //! The engine knows nothing of terminals or threads: it reports each step through a callback
 //! whose return value can stop it, like llama.cpp's `diffusion_step_callback_t`.
@@ -13,19 +22,44 @@ use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result};
 use candle_core::{Device, IndexOp, Tensor};
-use rand::{rngs::StdRng, SeedableRng};
+use rand::{rngs::StdRng, Rng, SeedableRng};
 use serde::{Deserialize, Serialize};
 
-use crate::sampler::{eos_last_ids, neg_inf_bias, Decision, LladaRule};
+use crate::sampler::{draw_without_replacement, eos_last_ids, neg_inf_bias, Decision, DreamRule, LladaRule};
 
 /// How a step ranks the masked positions it may reveal.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, clap::ValueEnum)]
 #[serde(rename_all = "kebab-case")]
 pub enum Strategy {
-    /// Most confident first: softmax probability of the chosen token (LLaDA `low_confidence`).
+    /// Most confident first: the chosen token's probability (LLaDA `low_confidence`, Dream
+    /// `maskgit_plus`).
     Confidence,
     /// Random order (LLaDA `random`).
     Random,
+    /// Largest gap between the two most likely tokens first (Dream `topk_margin`).
+    Margin,
+    /// Lowest entropy first (Dream `entropy`).
+    Entropy,
+    /// Each masked position is revealed with probability `1 - s/t` (Dream `origin`).
+    Origin,
+}
+
+/// The per-position decision rule of a model family (models.toml `sampler`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Family {
+    Llada,
+    Dream,
+}
+
+/// How many positions each step reveals, and where.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Schedule {
+    /// LLaDA's semi-autoregressive blocks.
+    Blocks { block_length: usize },
+    /// Dream's timestep schedule over the whole canvas.
+    Timesteps { eps: f64 },
 }
 
 /// Sampler parameters, already checked (see `settings::resolve`).
@@ -33,13 +67,21 @@ pub enum Strategy {
 pub struct Params {
     /// Canvas length: positions generated after the prompt.
     pub gen_length: usize,
-    /// Length of one semi-autoregressive block; `gen_length` is a whole number of blocks.
-    pub block_length: usize,
-    /// Total denoising steps, a whole number per block.
+    /// Total denoising steps (with blocks, a whole number per block).
     pub steps: usize,
+    pub schedule: Schedule,
+    pub family: Family,
+    /// Logit row `i - 1` predicts position `i` (Dream family).
+    pub shift_logits: bool,
     pub strategy: Strategy,
-    /// 0 is greedy; above 0 samples with LLaDA's float64 Gumbel-max.
+    /// 0 is greedy.
     pub temperature: f64,
+    /// Dream: nucleus filter before the softmax.
+    pub top_p: Option<f64>,
+    /// Dream: keep the k largest logits.
+    pub top_k: Option<usize>,
+    /// Dream: above 0, positions are drawn by `softmax(confidence / alg_temp)` instead of top-k.
+    pub alg_temp: f64,
     /// Classifier-free guidance: `un + (w + 1)(cond - un)`, the unconditional row having every
     /// prompt position masked.
     pub cfg_scale: f64,
@@ -47,15 +89,32 @@ pub struct Params {
     pub suppress_eos: bool,
     /// Reveal EOS/EOT last (`confidence_eos_eot_inf`, as the reference code behaves).
     pub eos_last: bool,
+    /// Stop as soon as the answer is final: a stop token is revealed and every position before
+    /// it too. The rest of the canvas is filled with EOS instead of being denoised.
+    pub early_stop: bool,
     pub seed: u64,
 }
 
+impl Params {
+    /// The blocks of the canvas, in canvas positions.
+    pub fn blocks(&self) -> Vec<Range<usize>> {
+        match self.schedule {
+            Schedule::Blocks { block_length } => {
+                (0..self.gen_length / block_length).map(|b| b * block_length..(b + 1) * block_length).collect()
+            }
+            Schedule::Timesteps { .. } => vec![0..self.gen_length],
+        }
+    }
+}
+
 /// The token ids the loop needs, read from the model's files.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct SpecialIds {
     pub mask: u32,
     pub eos: u32,
     pub eot: Option<u32>,
+    /// Every id that ends an answer (EOS, EOT, pad).
+    pub stops: Vec<u32>,
 }
 
 /// A network that predicts tokens at masked positions.
@@ -81,7 +140,7 @@ pub struct Reveal {
 pub struct Step<'a> {
     /// 0-based index of this step.
     pub index: usize,
-    /// Steps planned in all.
+    /// Steps planned in all (an upper bound when steps may be skipped or stopped early).
     pub total: usize,
     pub block: usize,
     pub blocks: usize,
@@ -101,10 +160,13 @@ pub struct Step<'a> {
 pub struct Generation {
     /// `gen_length` ids; masks remain only if the run was cancelled.
     pub canvas: Vec<u32>,
+    /// Steps that revealed tokens.
     pub steps: usize,
     pub nfe: usize,
     pub elapsed: Duration,
     pub cancelled: bool,
+    /// The answer was final before the schedule ended (`early_stop`).
+    pub stopped_early: bool,
 }
 
 /// Tokens revealed at each of `steps` steps for `masked` masked positions: the base share, and
@@ -112,6 +174,72 @@ pub struct Generation {
 pub fn transfer_counts(masked: usize, steps: usize) -> Vec<usize> {
     let (base, extra) = (masked / steps, masked % steps);
     (0..steps).map(|i| base + usize::from(i < extra)).collect()
+}
+
+/// `torch.linspace(start, end, n)` in float32 as ATen's CPU kernel computes it: the step
+/// `(end - start) / (n - 1)` in f32, `start + step * i` for the first half and
+/// `end - step * (n - 1 - i)` for the second.
+pub fn linspace_f32(start: f32, end: f32, n: usize) -> Vec<f32> {
+    if n == 1 {
+        return vec![start];
+    }
+    let step = (end - start) / (n - 1) as f32;
+    let half = n / 2;
+    (0..n).map(|i| if i < half { start + step * i as f32 } else { end - step * (n - 1 - i) as f32 }).collect()
+}
+
+/// What step `i` of a block may reveal.
+enum Transfer {
+    Count(usize),
+    /// Dream `origin`: each masked position independently.
+    Probability(f64),
+}
+
+/// Per-step reveal counts of one block.
+enum Plan {
+    Counts(Vec<usize>),
+    Timesteps(Vec<f32>),
+}
+
+impl Plan {
+    fn len(&self) -> usize {
+        match self {
+            Plan::Counts(c) => c.len(),
+            Plan::Timesteps(ts) => ts.len() - 1,
+        }
+    }
+
+    fn transfer(&self, i: usize, masked: usize, origin: bool) -> Transfer {
+        match self {
+            Plan::Counts(c) => Transfer::Count(c[i]),
+            Plan::Timesteps(ts) => {
+                let last = i + 1 == ts.len() - 1;
+                // Dream computes this in float32: N * (1 - s / t), truncated by int().
+                let ratio = 1.0f32 - ts[i + 1] / ts[i];
+                match (origin, last) {
+                    (false, true) => Transfer::Count(masked),
+                    (true, true) => Transfer::Probability(1.0),
+                    (true, false) => Transfer::Probability(f64::from(ratio)),
+                    (false, false) => Transfer::Count((masked as f32 * ratio) as usize),
+                }
+            }
+        }
+    }
+}
+
+/// The family's decision rule, built once per run.
+enum Rule<'a> {
+    Llada(LladaRule<'a>),
+    Dream(DreamRule<'a>),
+}
+
+impl Rule<'_> {
+    fn decide(&self, logits: &Tensor, rng: &mut StdRng) -> candle_core::Result<Vec<Decision>> {
+        match self {
+            Rule::Llada(r) => r.decide(logits, rng),
+            Rule::Dream(r) => r.decide(logits, rng),
+        }
+    }
 }
 
 /// Runs the denoising loop on `prompt` and returns the canvas.
@@ -126,8 +254,8 @@ pub fn generate(
     let device = model.device().clone();
     let vocab = model.vocab_size();
     let p = prompt.len();
-    let blocks = params.gen_length / params.block_length;
-    let steps_per_block = params.steps / blocks;
+    let blocks = params.blocks();
+    let steps_per_block = params.steps / blocks.len();
     let mut seq: Vec<u32> = prompt.to_vec();
     seq.resize(p + params.gen_length, special.mask);
 
@@ -136,58 +264,83 @@ pub fn generate(
         false => None,
     };
     let confidence_bias = match params.eos_last {
-        true => Some(neg_inf_bias(
-            &eos_last_ids(special.eos, special.eot, params.temperature),
-            vocab,
-            &device,
-        )?),
+        true => Some(neg_inf_bias(&eos_last_ids(special.eos, special.eot, params.temperature), vocab, &device)?),
         false => None,
     };
-    let rule = LladaRule {
-        temperature: params.temperature,
-        strategy: params.strategy,
-        logit_bias: logit_bias.as_ref(),
-        confidence_bias: confidence_bias.as_ref(),
+    let rule = match params.family {
+        Family::Llada => Rule::Llada(LladaRule {
+            temperature: params.temperature,
+            strategy: params.strategy,
+            logit_bias: logit_bias.as_ref(),
+            confidence_bias: confidence_bias.as_ref(),
+        }),
+        Family::Dream => Rule::Dream(DreamRule {
+            temperature: params.temperature,
+            top_p: params.top_p,
+            top_k: params.top_k,
+            strategy: params.strategy,
+            logit_bias: logit_bias.as_ref(),
+        }),
     };
     let mut rng = StdRng::seed_from_u64(params.seed);
-
-    // Every block starts fully masked, so the plan is the same for each of them.
-    let plan = transfer_counts(params.block_length, steps_per_block);
-    let total = blocks * plan.iter().filter(|&&k| k > 0).count();
+    let plan = match params.schedule {
+        // Every block starts fully masked, so one plan serves them all.
+        Schedule::Blocks { block_length } => Plan::Counts(transfer_counts(block_length, steps_per_block)),
+        Schedule::Timesteps { eps } => Plan::Timesteps(linspace_f32(1.0, eps as f32, params.steps + 1)),
+    };
+    let total = match &plan {
+        Plan::Counts(c) => blocks.len() * c.iter().filter(|&&k| k > 0).count(),
+        Plan::Timesteps(_) => params.steps,
+    };
+    let origin = params.strategy == Strategy::Origin;
     let (mut index, mut nfe) = (0, 0);
     let mut revealed = Vec::new();
-    for block in 0..blocks {
-        let span = block * params.block_length..(block + 1) * params.block_length;
-        // A step that may reveal nothing would only repeat a forward pass: skip it.
-        for &count in plan.iter().filter(|&&k| k > 0) {
-            let masked: Vec<u32> = span
-                .clone()
-                .filter(|&i| seq[p + i] == special.mask)
-                .map(|i| (p + i) as u32)
-                .collect();
+    let finish = |seq: Vec<u32>, steps, nfe, cancelled, stopped_early| Generation {
+        canvas: seq[p..].to_vec(),
+        steps,
+        nfe,
+        elapsed: start.elapsed(),
+        cancelled,
+        stopped_early,
+    };
+    for (block, span) in blocks.iter().enumerate() {
+        for i in 0..plan.len() {
+            let masked: Vec<u32> =
+                span.clone().filter(|&j| seq[p + j] == special.mask).map(|j| (p + j) as u32).collect();
             if masked.is_empty() {
                 break;
             }
-            let logits = guided_logits(model, &seq, p, &masked, params.cfg_scale, special.mask)
+            let transfer = plan.transfer(i, masked.len(), origin);
+            // A step that may reveal nothing would only repeat a forward pass: skip it.
+            if matches!(transfer, Transfer::Count(0)) {
+                continue;
+            }
+            let rows: Vec<u32> = match params.shift_logits {
+                true => masked.iter().map(|&pos| pos.saturating_sub(1)).collect(),
+                false => masked.clone(),
+            };
+            let logits = guided_logits(model, &seq, p, &rows, params.cfg_scale, special.mask)
                 .with_context(|| format!("model forward pass at step {index}"))?;
             nfe += 1;
             let decisions = rule.decide(&logits, &mut rng)?;
             revealed.clear();
-            for (row, d) in most_confident(&decisions, count) {
+            for row in select(&decisions, &transfer, params.alg_temp, &mut rng) {
                 let pos = masked[row] as usize;
-                seq[pos] = d.token;
-                revealed.push(Reveal {
-                    position: pos - p,
-                    token: d.token,
-                    confidence: d.confidence,
-                });
+                seq[pos] = decisions[row].token;
+                revealed.push(Reveal { position: pos - p, token: decisions[row].token, confidence: decisions[row].confidence });
             }
             revealed.sort_by_key(|r| r.position);
+            let done = params.early_stop && seq[p..].contains(&special.mask) && answer_is_final(&seq[p..], special);
+            if done {
+                for t in seq[p..].iter_mut().filter(|t| **t == special.mask) {
+                    *t = special.eos;
+                }
+            }
             let step = Step {
                 index,
                 total,
                 block,
-                blocks,
+                blocks: blocks.len(),
                 block_span: span.clone(),
                 canvas: &seq[p..],
                 revealed: &revealed,
@@ -196,23 +349,38 @@ pub fn generate(
             };
             index += 1;
             if on_step(&step).is_break() {
-                return Ok(Generation {
-                    canvas: seq[p..].to_vec(),
-                    steps: index,
-                    nfe,
-                    elapsed: start.elapsed(),
-                    cancelled: true,
-                });
+                return Ok(finish(seq, index, nfe, true, false));
+            }
+            if done {
+                return Ok(finish(seq, index, nfe, false, true));
             }
         }
     }
-    Ok(Generation {
-        canvas: seq.split_off(p),
-        steps: index,
-        nfe,
-        elapsed: start.elapsed(),
-        cancelled: false,
-    })
+    Ok(finish(seq, index, nfe, false, false))
+}
+
+/// True when a stop token is revealed and every position before the first one is revealed:
+/// nothing later can change the answer, since revealed tokens are never re-masked.
+fn answer_is_final(canvas: &[u32], special: &SpecialIds) -> bool {
+    match canvas.iter().position(|t| special.stops.contains(t)) {
+        Some(stop) => !canvas[..stop].contains(&special.mask),
+        None => false,
+    }
+}
+
+/// The rows (indices into `decisions`) a step reveals.
+fn select(decisions: &[Decision], transfer: &Transfer, alg_temp: f64, rng: &mut StdRng) -> Vec<usize> {
+    match *transfer {
+        Transfer::Probability(p) => (0..decisions.len()).filter(|_| rng.random::<f64>() < p).collect(),
+        Transfer::Count(k) if alg_temp > 0.0 => {
+            // softmax(confidence / alg_temp), drawn without replacement.
+            let max = decisions.iter().map(|d| f64::from(d.confidence)).fold(f64::NEG_INFINITY, f64::max);
+            let weights: Vec<f64> =
+                decisions.iter().map(|d| ((f64::from(d.confidence) - max) / alg_temp).exp()).collect();
+            draw_without_replacement(&weights, k, rng)
+        }
+        Transfer::Count(k) => most_confident(decisions, k),
+    }
 }
 
 /// Logits (`[rows, vocab]`) at the `rows` of `seq`, with classifier-free guidance when
@@ -240,33 +408,32 @@ fn guided_logits(
     un.clone() + ((cond - un)? * (cfg_scale + 1.0))?
 }
 
-/// The `count` decisions with the highest confidence, as (row, decision); ties go to the lower
-/// row so runs are reproducible (torch.topk leaves tie order unspecified).
-fn most_confident(decisions: &[Decision], count: usize) -> Vec<(usize, Decision)> {
+/// The indices of the `count` most confident decisions; ties go to the lower index so runs are
+/// reproducible (torch.topk leaves tie order unspecified).
+fn most_confident(decisions: &[Decision], count: usize) -> Vec<usize> {
     let mut order: Vec<usize> = (0..decisions.len()).collect();
-    order.sort_by(|&a, &b| {
-        decisions[b]
-            .confidence
-            .total_cmp(&decisions[a].confidence)
-            .then(a.cmp(&b))
-    });
+    order.sort_by(|&a, &b| decisions[b].confidence.total_cmp(&decisions[a].confidence).then(a.cmp(&b)));
+    order.truncate(count);
     order
-        .into_iter()
-        .take(count)
-        .map(|row| (row, decisions[row]))
-        .collect()
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
 
-    /// A denoiser whose logits favour a fixed token per position, more strongly for later
-    /// positions, and that counts its forward passes.
+    /// A denoiser whose logits favour token `row % vocab` at each row, more strongly for later
+    /// rows, and that counts its forward passes.
     struct Fixed {
         vocab: usize,
         calls: usize,
         batch_seen: usize,
+        rows_seen: Vec<u32>,
+    }
+
+    impl Fixed {
+        fn new() -> Self {
+            Self { vocab: 200, calls: 0, batch_seen: 0, rows_seen: Vec::new() }
+        }
     }
 
     impl Denoiser for Fixed {
@@ -274,6 +441,7 @@ mod tests {
             self.calls += 1;
             let (batch, _) = ids.dims2()?;
             self.batch_seen = batch;
+            self.rows_seen = rows.to_vec();
             let mut data = Vec::new();
             for _ in 0..batch {
                 for &r in rows {
@@ -295,22 +463,35 @@ mod tests {
     fn params(gen_length: usize, block_length: usize, steps: usize) -> Params {
         Params {
             gen_length,
-            block_length,
             steps,
+            schedule: Schedule::Blocks { block_length },
+            family: Family::Llada,
+            shift_logits: false,
             strategy: Strategy::Confidence,
             temperature: 0.0,
+            top_p: None,
+            top_k: None,
+            alg_temp: 0.0,
             cfg_scale: 0.0,
             suppress_eos: false,
             eos_last: false,
+            early_stop: false,
             seed: 0,
         }
     }
 
-    const SPECIAL: SpecialIds = SpecialIds {
-        mask: 99,
-        eos: 98,
-        eot: None,
-    };
+    fn special() -> SpecialIds {
+        SpecialIds { mask: 199, eos: 4, eot: None, stops: vec![4] }
+    }
+
+    fn run(m: &mut Fixed, prompt: &[u32], p: &Params) -> Result<(Generation, Vec<Vec<usize>>)> {
+        let mut seen = Vec::new();
+        let g = generate(m, prompt, p, &special(), |s| {
+            seen.push(s.revealed.iter().map(|r| r.position).collect());
+            ControlFlow::Continue(())
+        })?;
+        Ok((g, seen))
+    }
 
     #[test]
     fn transfer_counts_spread_the_remainder_first() {
@@ -321,55 +502,40 @@ mod tests {
     }
 
     #[test]
+    fn linspace_matches_torch_float32() {
+        // torch.linspace(1, 1e-3, 5): values printed by torch 2.15 with float32 repr.
+        let got = linspace_f32(1.0, 1e-3, 5);
+        let want = [1.0f32, 0.75025, 0.5005, 0.25075, 0.001];
+        assert!(got.iter().zip(want).all(|(g, w)| (g - w).abs() < 1e-6), "{got:?}");
+        assert_eq!(got[4], 1e-3f32);
+    }
+
+    #[test]
     fn blocks_fill_in_order_most_confident_first() -> Result<()> {
-        let mut m = Fixed {
-            vocab: 200,
-            calls: 0,
-            batch_seen: 0,
-        };
-        let mut seen = Vec::new();
-        let out = generate(&mut m, &[1, 2], &params(4, 2, 4), &SPECIAL, |s| {
-            seen.push((
-                s.block,
-                s.revealed.iter().map(|r| r.position).collect::<Vec<_>>(),
-            ));
-            ControlFlow::Continue(())
-        })?;
+        let mut m = Fixed::new();
+        let (out, seen) = run(&mut m, &[1, 2], &params(4, 2, 4))?;
         // Later positions have larger logits, so each block reveals right to left.
-        assert_eq!(
-            seen,
-            vec![(0, vec![1]), (0, vec![0]), (1, vec![3]), (1, vec![2])]
-        );
+        assert_eq!(seen, vec![vec![1], vec![0], vec![3], vec![2]]);
         assert_eq!(out.canvas, vec![2, 3, 4, 5]);
         assert_eq!((out.steps, out.nfe, m.calls), (4, 4, 4));
-        assert!(!out.cancelled);
+        assert!(!out.cancelled && !out.stopped_early);
         Ok(())
     }
 
     #[test]
     fn break_stops_the_loop_and_keeps_the_masks() -> Result<()> {
-        let mut m = Fixed {
-            vocab: 200,
-            calls: 0,
-            batch_seen: 0,
-        };
-        let out = generate(&mut m, &[1], &params(4, 4, 4), &SPECIAL, |_| {
-            ControlFlow::Break(())
-        })?;
+        let mut m = Fixed::new();
+        let out = generate(&mut m, &[1], &params(4, 4, 4), &special(), |_| ControlFlow::Break(()))?;
         assert!(out.cancelled);
         assert_eq!(out.steps, 1);
-        assert_eq!(out.canvas.iter().filter(|&&t| t == SPECIAL.mask).count(), 3);
+        assert_eq!(out.canvas.iter().filter(|&&t| t == special().mask).count(), 3);
         Ok(())
     }
 
     #[test]
     fn steps_that_could_reveal_nothing_are_skipped() -> Result<()> {
-        let mut m = Fixed {
-            vocab: 200,
-            calls: 0,
-            batch_seen: 0,
-        };
-        let out = generate(&mut m, &[1], &params(2, 2, 4), &SPECIAL, |s| {
+        let mut m = Fixed::new();
+        let out = generate(&mut m, &[1], &params(2, 2, 4), &special(), |s| {
             assert_eq!(s.total, 2);
             ControlFlow::Continue(())
         })?;
@@ -379,19 +545,52 @@ mod tests {
 
     #[test]
     fn guidance_runs_both_rows_in_one_pass() -> Result<()> {
-        let mut m = Fixed {
-            vocab: 200,
-            calls: 0,
-            batch_seen: 0,
-        };
-        let p = Params {
-            cfg_scale: 1.5,
-            ..params(2, 2, 2)
-        };
-        let out = generate(&mut m, &[1, 2, 3], &p, &SPECIAL, |_| {
-            ControlFlow::Continue(())
-        })?;
+        let mut m = Fixed::new();
+        let p = Params { cfg_scale: 1.5, ..params(2, 2, 2) };
+        let (out, _) = run(&mut m, &[1, 2, 3], &p)?;
         assert_eq!((m.batch_seen, out.nfe), (2, 2));
+        Ok(())
+    }
+
+    #[test]
+    fn shifted_models_read_the_previous_row() -> Result<()> {
+        let mut m = Fixed::new();
+        let p = Params { shift_logits: true, ..params(2, 2, 2) };
+        let (out, _) = run(&mut m, &[7, 8, 9], &p)?;
+        // Position 3 (canvas 0) is predicted by row 2, position 4 by row 3.
+        assert_eq!(out.canvas, vec![2, 3]);
+        assert_eq!(m.rows_seen, vec![2], "the last step asks only for the one masked row");
+        Ok(())
+    }
+
+    #[test]
+    fn timesteps_reveal_the_truncated_share_and_the_rest_last() -> Result<()> {
+        let mut m = Fixed::new();
+        let p = Params { schedule: Schedule::Timesteps { eps: 1e-3 }, ..params(8, 8, 4) };
+        let (out, seen) = run(&mut m, &[1], &p)?;
+        // N=8: int(8 * (1 - .75025)) = 1, then int(7 * (1 - .5005/.75025)) = 2,
+        // int(5 * (1 - .25075/.5005)) = 2, and the last step takes the 3 left.
+        let sizes: Vec<usize> = seen.iter().map(Vec::len).collect();
+        assert_eq!(sizes, vec![1, 2, 2, 3]);
+        assert!(!out.canvas.contains(&special().mask));
+        Ok(())
+    }
+
+    #[test]
+    fn early_stop_ends_once_the_answer_before_the_first_stop_is_final() -> Result<()> {
+        let mut m = Fixed::new();
+        // Prompt of 1: canvas position j is predicted as token j + 1, so canvas 3 is EOS (4).
+        let p = Params { early_stop: true, ..params(8, 8, 8) };
+        let (out, seen) = run(&mut m, &[1], &p)?;
+        // Right to left: 7, 6, 5, 4, 3 (EOS), 2, 1, 0: final only when nothing is left.
+        assert!(!out.stopped_early);
+        assert_eq!(seen.len(), 8, "stopping needs every position before the EOS");
+        let mut m = Fixed::new();
+        let p = Params { early_stop: true, strategy: Strategy::Confidence, ..params(8, 2, 8) };
+        let (out, seen) = run(&mut m, &[1], &p)?;
+        assert!(out.stopped_early);
+        assert_eq!(seen.len(), 4, "blocks 0 and 1 decide the answer; blocks 2 and 3 are never run");
+        assert_eq!(out.canvas, vec![1, 2, 3, 4, 4, 4, 4, 4]);
         Ok(())
     }
 }

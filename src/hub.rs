@@ -22,6 +22,8 @@ const CONFIG: &str = "config.json";
 const WEIGHTS: &str = "model.safetensors";
 const WEIGHTS_INDEX: &str = "model.safetensors.index.json";
 const TOKENIZER: &str = "tokenizer.json";
+/// A slow byte-level BPE tokenizer, for repos without tokenizer.json (Dream, DiffuCoder).
+const SLOW_TOKENIZER: [&str; 3] = ["vocab.json", "merges.txt", "added_tokens.json"];
 /// Files used when present.
 const OPTIONAL: [&str; 3] = [
     "tokenizer_config.json",
@@ -107,6 +109,9 @@ pub struct ModelFiles {
     pub config: PathBuf,
     pub generation_config: Option<PathBuf>,
     pub tokenizer_json: Option<PathBuf>,
+    pub vocab_json: Option<PathBuf>,
+    pub merges_txt: Option<PathBuf>,
+    pub added_tokens_json: Option<PathBuf>,
     pub tokenizer_config: Option<PathBuf>,
     pub chat_template: Option<PathBuf>,
     pub weights: Vec<PathBuf>,
@@ -144,6 +149,9 @@ impl ModelFiles {
             config,
             generation_config: file("generation_config.json"),
             tokenizer_json: file(TOKENIZER),
+            vocab_json: file(SLOW_TOKENIZER[0]),
+            merges_txt: file(SLOW_TOKENIZER[1]),
+            added_tokens_json: file(SLOW_TOKENIZER[2]),
             tokenizer_config: file("tokenizer_config.json"),
             chat_template: file("chat_template.jinja"),
             weights,
@@ -197,14 +205,17 @@ pub enum Cached {
 }
 
 /// Files of `repo` the cache lacks for a run; empty when it holds everything. Without the hub's
-/// file list, "everything" is config, weights and tokenizer.json.
+/// file list, "everything" is config, weights and a tokenizer (tokenizer.json, or vocab.json
+/// with merges.txt).
 fn missing_in_cache(repo: &str, revision: &str) -> Vec<String> {
     let cache = cache_repo(repo, revision);
     let mut missing = Vec::new();
-    for name in [CONFIG, TOKENIZER] {
-        if cache.get(name).is_none() {
-            missing.push(name.to_string());
-        }
+    if cache.get(CONFIG).is_none() {
+        missing.push(CONFIG.to_string());
+    }
+    let slow = SLOW_TOKENIZER[..2].iter().all(|f| cache.get(f).is_some());
+    if cache.get(TOKENIZER).is_none() && !slow {
+        missing.push(format!("{TOKENIZER} (or vocab.json and merges.txt)"));
     }
     match (cache.get(WEIGHTS_INDEX), cache.get(WEIGHTS)) {
         (Some(index), _) => match shard_names(&index) {
@@ -304,6 +315,9 @@ pub fn download(repo: &str, revision: &str) -> Result<()> {
             .filter(|f| listed.contains(**f))
             .map(|f| f.to_string()),
     );
+    if !listed.contains(TOKENIZER) {
+        wanted.extend(SLOW_TOKENIZER.iter().filter(|f| listed.contains(**f)).map(|f| f.to_string()));
+    }
     if listed.contains(WEIGHTS_INDEX) {
         let index = fetch(&api, &remote, WEIGHTS_INDEX)?;
         wanted.extend(shard_names(&index)?);

@@ -8,14 +8,18 @@
 //!   [`tokenizer`]: prompts, turns and text.
 //! - [`diffusion`]: the denoising loop; [`sampler`]: per-position decisions.
 //! - [`model`]: the networks; [`device`]: device and dtype.
+//! - [`canvas`]: canvas ids to display text; [`engine`]: the generation thread of the live view;
+//!   [`tui`]: the live view (one-shot, chat, replay); [`trace`]: `--trace` files.
 //! - [`progress_line`] and [`report`]: what a plain run prints.
 
+mod canvas;
 mod chat_template;
 mod cli;
 mod cmd;
 mod conversation;
 mod device;
 mod diffusion;
+mod engine;
 mod hub;
 mod model;
 #[cfg(test)]
@@ -27,7 +31,10 @@ mod sampler;
 mod session;
 mod settings;
 mod tokenizer;
+mod trace;
+mod tui;
 
+use std::io::IsTerminal;
 use std::process::ExitCode;
 
 use anyhow::Result;
@@ -38,7 +45,7 @@ use cli::{Cli, Command};
 fn main() -> ExitCode {
     let cli = Cli::parse();
     match run(cli) {
-        Ok(()) => ExitCode::SUCCESS,
+        Ok(code) => ExitCode::from(code),
         Err(err) if is_broken_pipe(&err) => ExitCode::SUCCESS,
         Err(err) => {
             eprintln!("error: {}", one_line(&err));
@@ -47,9 +54,11 @@ fn main() -> ExitCode {
     }
 }
 
-fn run(cli: Cli) -> Result<()> {
+/// Runs the command; returns the exit status.
+fn run(cli: Cli) -> Result<u8> {
     let threads = match &cli.command {
         Some(Command::Bench(b)) => b.model.threads,
+        Some(Command::Chat(c)) => c.model.threads,
         _ => cli.run.model.threads,
     };
     if let Some(n) = threads {
@@ -58,10 +67,16 @@ fn run(cli: Cli) -> Result<()> {
         std::env::set_var("RAYON_NUM_THREADS", n.to_string());
     }
     match cli.command {
+        // No prompt on a terminal: the interactive session.
+        None if cli.prompt.is_none() && std::io::stdin().is_terminal() && std::io::stdout().is_terminal() => {
+            cmd::chat::run(&cli.run.into_chat())
+        }
         None => cmd::oneshot::run(cli.prompt, &cli.run),
-        Some(Command::Models) => cmd::models::run(),
-        Some(Command::Pull { name }) => cmd::pull::run(&name),
-        Some(Command::Bench(args)) => cmd::bench::run(&args),
+        Some(Command::Chat(args)) => cmd::chat::run(&args),
+        Some(Command::Replay(args)) => cmd::replay::run(&args),
+        Some(Command::Models) => cmd::models::run().map(|()| 0),
+        Some(Command::Pull { name }) => cmd::pull::run(&name).map(|()| 0),
+        Some(Command::Bench(args)) => cmd::bench::run(&args).map(|()| 0),
     }
 }
 

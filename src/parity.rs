@@ -11,6 +11,7 @@ use candle_core::{Device, IndexOp, Tensor, D};
 use serde_json::Value;
 
 use crate::diffusion::{Params, Strategy};
+use crate::settings::Defaults;
 use crate::hub::Source;
 use crate::session::{Checkpoint, LoadOptions, Session};
 
@@ -58,29 +59,32 @@ fn ids(v: &Value) -> Vec<u32> {
         .unwrap_or_default()
 }
 
-/// Sampler parameters of a case, from the reference's own argument names.
-fn params(settings: &Value) -> Result<Params> {
+/// The command-line flags of a case (fixtures README section 8) as a settings layer, so that
+/// the case runs through the same resolution as `dcoder --model DIR <flags>`.
+fn case_flags(settings: &Value) -> Result<Defaults> {
     let usize_of = |k: &str| settings[k].as_u64().map(|v| v as usize);
-    let gen_length = usize_of("gen_length")
-        .or_else(|| usize_of("max_new_tokens"))
-        .context("no gen_length")?;
-    let strategy = match settings["remasking"].as_str() {
-        Some("low_confidence") | None => Strategy::Confidence,
+    let strategy = match settings["remasking"].as_str().or(settings["alg"].as_str()) {
+        Some("low_confidence") | Some("maskgit_plus") => Strategy::Confidence,
         Some("random") => Strategy::Random,
-        Some(other) => bail!("remasking {other}"),
+        Some("topk_margin") => Strategy::Margin,
+        Some("entropy") => Strategy::Entropy,
+        Some("origin") => Strategy::Origin,
+        other => bail!("unknown remasking/alg {other:?}"),
     };
-    Ok(Params {
-        gen_length,
-        block_length: usize_of("block_length").unwrap_or(gen_length),
-        steps: usize_of("steps").context("no steps")?,
-        strategy,
-        temperature: settings["temperature"].as_f64().unwrap_or(0.0),
-        cfg_scale: settings["cfg_scale"].as_f64().unwrap_or(0.0),
-        suppress_eos: settings["logits_eos_inf"].as_bool().unwrap_or(false),
-        eos_last: settings["confidence_eos_eot_inf"]
-            .as_bool()
-            .unwrap_or(false),
-        seed: 0,
+    Ok(Defaults {
+        gen_length: usize_of("gen_length").or_else(|| usize_of("max_new_tokens")),
+        steps: usize_of("steps"),
+        block_length: usize_of("block_length"),
+        strategy: Some(strategy),
+        temperature: settings["temperature"].as_f64(),
+        cfg_scale: settings["cfg_scale"].as_f64().filter(|&w| w > 0.0),
+        suppress_eos: settings["logits_eos_inf"].as_bool().filter(|&b| b),
+        eos_last: settings["confidence_eos_eot_inf"].as_bool().filter(|&b| b),
+        top_p: settings["top_p"].as_f64(),
+        top_k: usize_of("top_k"),
+        alg_temp: settings["alg_temp"].as_f64(),
+        eps: settings["eps"].as_f64(),
+        early_stop: None,
     })
 }
 
@@ -104,7 +108,8 @@ fn sample(session: &mut Session, prompt: &[u32], p: &Params) -> Result<(Vec<u32>
 
 /// The first step where `ours` leaves the reference trace, for a readable failure.
 fn divergence(reference: &Value, ours: &[Vec<[u32; 2]>]) -> String {
-    for (i, step) in reference.as_array().into_iter().flatten().enumerate() {
+    let steps = reference.as_array().into_iter().flatten().filter(|s| s["transfer"].as_array().is_some_and(|t| !t.is_empty()));
+    for (i, step) in steps.enumerate() {
         let mut want: Vec<[u32; 2]> = step["transfer"]
             .as_array()
             .into_iter()
@@ -131,7 +136,8 @@ fn divergence(reference: &Value, ours: &[Vec<[u32; 2]>]) -> String {
 fn case_prompt(session: &Session, case: &Value) -> Result<(String, Vec<u32>)> {
     let raw = !case["apply_chat_template"].as_bool().unwrap_or(true);
     if raw {
-        let text = case["raw_prompt"].as_str().context("no raw_prompt")?;
+        // The text as the reference tokenized it (Dream's base-model eval puts its BOS first).
+        let text = case["prompt_text"].as_str().context("no prompt_text")?;
         return session
             .conversation(true, None)?
             .prompt(text, &session.tokenizer);
@@ -152,88 +158,81 @@ fn case_prompt(session: &Session, case: &Value) -> Result<(String, Vec<u32>)> {
         .prompt(user, &session.tokenizer)
 }
 
-#[test]
-fn llada_forward_checks_match_the_reference_hidden_states() -> Result<()> {
-    for (dir, cases) in fixtures("llada")? {
+/// Reference forward passes that committed nothing: dcoder skips them (nothing could change).
+fn idle_steps(trace: &Value) -> usize {
+    trace.as_array().into_iter().flatten().filter(|s| s["transfer"].as_array().is_some_and(Vec::is_empty)).count()
+}
+
+fn forward_checks(family: &str) -> Result<()> {
+    for (dir, cases) in fixtures(family)? {
         let session = open(&dir)?;
-        let tol = cases["tolerances"]["final_norm_hidden_abs"]
-            .as_f64()
-            .unwrap_or(1e-4);
-        let logit_tol = cases["tolerances"]["max_logit_abs"]
-            .as_f64()
-            .unwrap_or(1e-3);
-        for check in cases["forward_checks"]
-            .as_array()
-            .context("forward_checks")?
-        {
+        let tol = cases["tolerances"]["final_norm_hidden_abs"].as_f64().unwrap_or(1e-4);
+        let logit_tol = cases["tolerances"]["max_logit_abs"].as_f64().unwrap_or(1e-3);
+        for check in cases["forward_checks"].as_array().context("forward_checks")? {
+            let id = &check["id"];
             let input = ids(&check["input_ids"]);
             let t = Tensor::from_vec(input.clone(), (1, input.len()), &Device::Cpu)?;
             let hidden = session.model.hidden(&t)?.i(0)?;
             let want: Vec<Vec<f32>> = serde_json::from_value(check["final_norm_hidden"].clone())?;
             let want = Tensor::new(want, &Device::Cpu)?;
             let err = (&hidden - &want)?.abs()?.max_all()?.to_scalar::<f32>()?;
-            assert!(
-                f64::from(err) <= tol,
-                "{} {}: hidden states differ by {err}",
-                dir.display(),
-                check["id"]
-            );
+            assert!(f64::from(err) <= tol, "{} {id}: hidden states differ by {err}", dir.display());
             let logits = session.model.head(&hidden.unsqueeze(0)?)?.i(0)?;
-            assert_eq!(
-                ids(&check["argmax"]),
-                logits.argmax(D::Minus1)?.to_vec1::<u32>()?,
-                "{}: argmax",
-                check["id"]
-            );
+            assert_eq!(ids(&check["argmax"]), logits.argmax(D::Minus1)?.to_vec1::<u32>()?, "{id}: argmax");
             let max: Vec<f32> = logits.max(D::Minus1)?.to_vec1()?;
             let want_max: Vec<f64> = serde_json::from_value(check["max_logit"].clone())?;
             for (got, want) in max.iter().zip(&want_max) {
-                assert!(
-                    (f64::from(*got) - want).abs() <= logit_tol,
-                    "{}: max logit {got} vs {want}",
-                    check["id"]
-                );
+                assert!((f64::from(*got) - want).abs() <= logit_tol, "{id}: max logit {got} vs {want}");
             }
         }
     }
     Ok(())
 }
 
-#[test]
-fn llada_generate_cases_are_token_exact() -> Result<()> {
+/// Every single-prompt case of `sampler` in the `family` fixtures: prompt text and ids, the
+/// canvas token for token, the forward passes, and the decoded text.
+fn single_prompt_cases(family: &str, sampler: &str) -> Result<usize> {
     let mut ran = 0;
-    for (dir, cases) in fixtures("llada")? {
+    for (dir, cases) in fixtures(family)? {
         let mut session = open(&dir)?;
-        for case in cases["cases"].as_array().context("cases")? {
-            if case["sampler"] != "llada.generate" {
-                continue;
-            }
+        for case in cases["cases"].as_array().context("cases")?.iter().filter(|c| c["sampler"] == sampler) {
             let id = &case["id"];
             let (text, prompt) = case_prompt(&session, case)?;
-            assert_eq!(
-                text,
-                case["prompt_text"].as_str().unwrap_or_default(),
-                "{id}: prompt text"
-            );
+            assert_eq!(text, case["prompt_text"].as_str().unwrap_or_default(), "{id}: prompt text");
             assert_eq!(prompt, ids(&case["prompt_ids"]), "{id}: prompt ids");
-            let p = params(&case["settings"])?;
+            let p = session.params(&case_flags(&case["settings"])?, 0)?;
             let (canvas, nfe, trace) = sample(&mut session, &prompt, &p)?;
-            assert_eq!(
-                canvas,
-                ids(&case["generated_ids"]),
-                "{id}: {}",
-                divergence(&case["trace"], &trace)
-            );
-            assert_eq!(Some(nfe as u64), case["nfe"].as_u64(), "{id}: nfe");
-            assert_eq!(
-                session.tokenizer.decode(&canvas)?,
-                case["text_skip_special"].as_str().unwrap_or_default(),
-                "{id}: text"
-            );
+            assert_eq!(canvas, ids(&case["generated_ids"]), "{id}: {}", divergence(&case["trace"], &trace));
+            let reference_nfe = case["nfe"].as_u64().context("nfe")? as usize;
+            assert_eq!(nfe, reference_nfe - idle_steps(&case["trace"]), "{id}: forward passes");
+            assert_eq!(session.tokenizer.decode(&canvas)?, case["text_skip_special"].as_str().unwrap_or_default(), "{id}: text");
             ran += 1;
         }
     }
+    Ok(ran)
+}
+
+#[test]
+fn llada_forward_checks_match_the_reference_hidden_states() -> Result<()> {
+    forward_checks("llada")
+}
+
+#[test]
+fn dream_forward_checks_match_the_reference_hidden_states() -> Result<()> {
+    forward_checks("dream")
+}
+
+#[test]
+fn llada_generate_cases_are_token_exact() -> Result<()> {
+    let ran = single_prompt_cases("llada", "llada.generate")?;
     assert!(ran >= 7, "only {ran} llada.generate cases ran");
+    Ok(())
+}
+
+#[test]
+fn dream_diffusion_generate_cases_are_token_exact() -> Result<()> {
+    let ran = single_prompt_cases("dream", "dream.diffusion_generate")?;
+    assert!(ran >= 9, "only {ran} dream cases ran");
     Ok(())
 }
 
@@ -242,42 +241,18 @@ fn llada_chat_carries_tokens_like_chat_py() -> Result<()> {
     let mut ran = 0;
     for (dir, cases) in fixtures("llada")? {
         let mut session = open(&dir)?;
-        for case in cases["cases"]
-            .as_array()
-            .context("cases")?
-            .iter()
-            .filter(|c| c["sampler"] == "llada.chat")
-        {
-            let p = params(&case["settings"])?;
+        for case in cases["cases"].as_array().context("cases")?.iter().filter(|c| c["sampler"] == "llada.chat") {
+            let p = session.params(&case_flags(&case["settings"])?, 0)?;
             let mut conversation = session.conversation(false, None)?;
-            for (turn, want) in case["turns"]
-                .as_array()
-                .context("turns")?
-                .iter()
-                .enumerate()
-            {
+            for (turn, want) in case["turns"].as_array().context("turns")?.iter().enumerate() {
                 let user = want["user"].as_str().context("user")?;
                 let (_, prompt) = conversation.prompt(user, &session.tokenizer)?;
-                assert_eq!(
-                    prompt,
-                    ids(&want["prompt_ids"]),
-                    "{} turn {turn}: prompt",
-                    case["id"]
-                );
+                assert_eq!(prompt, ids(&want["prompt_ids"]), "{} turn {turn}: prompt", case["id"]);
                 let (canvas, _, trace) = sample(&mut session, &prompt, &p)?;
-                assert_eq!(
-                    canvas,
-                    ids(&want["generated_ids"]),
-                    "turn {turn}: {}",
-                    divergence(&want["trace"], &trace)
-                );
+                assert_eq!(canvas, ids(&want["generated_ids"]), "turn {turn}: {}", divergence(&want["trace"], &trace));
                 let answer = session.tokenizer.answer(&canvas)?;
                 conversation.record(user, &prompt, &canvas, &answer, &session.tokenizer);
-                assert_eq!(
-                    conversation.carried(),
-                    ids(&want["carried_ids"]).as_slice(),
-                    "turn {turn}: carried ids"
-                );
+                assert_eq!(conversation.carried(), ids(&want["carried_ids"]).as_slice(), "turn {turn}: carried ids");
             }
             ran += 1;
         }

@@ -10,6 +10,7 @@ use std::sync::LazyLock;
 use anyhow::{bail, Result};
 use serde::Deserialize;
 
+use crate::diffusion::Family;
 use crate::settings::Defaults;
 
 const MODELS_TOML: &str = include_str!("../models.toml");
@@ -24,12 +25,14 @@ static BUILTIN: LazyLock<std::result::Result<Registry, String>> = LazyLock::new(
 #[serde(rename_all = "kebab-case")]
 pub enum Arch {
     Llada,
+    Dream,
 }
 
 impl Arch {
     pub fn name(self) -> &'static str {
         match self {
             Arch::Llada => "llada",
+            Arch::Dream => "dream",
         }
     }
 }
@@ -56,6 +59,14 @@ pub struct ArchSpec {
     /// End-of-turn token text (besides EOS and pad), if the family has one.
     pub eot_token: Option<String>,
     pub chat: ChatRule,
+    /// The per-position decision rule and schedule family.
+    pub sampler: Family,
+    /// Logit row `i - 1` predicts position `i` (models adapted from autoregressive ones).
+    #[serde(default)]
+    pub shift_logits: bool,
+    /// Pre-tokenizer split regex for checkpoints that ship a slow byte-level BPE tokenizer
+    /// (`vocab.json` + `merges.txt`) instead of `tokenizer.json`.
+    pub bpe_split_regex: Option<String>,
     #[serde(default)]
     pub defaults: Defaults,
 }
@@ -74,6 +85,8 @@ pub struct ModelSpec {
     /// The model `dcoder` runs when `--model` is not given.
     #[serde(default)]
     pub default: bool,
+    /// Longest prompt + canvas the model card supports, when below config.json's limit.
+    pub context: Option<usize>,
     #[serde(default)]
     pub defaults: Defaults,
 }
@@ -83,6 +96,9 @@ pub struct ModelSpec {
 #[serde(deny_unknown_fields)]
 pub struct ShapeSpec {
     pub arch: Arch,
+    /// Name fragments of tensors such checkpoints lack (Qwen2 has no `q_norm`, ...).
+    #[serde(default)]
+    pub absent: Vec<String>,
     /// config.json keys of the architecture.
     pub config: toml::Table,
 }
@@ -205,6 +221,7 @@ mod tests {
     fn model_type_selects_arch() -> Result<()> {
         let reg = Registry::builtin()?;
         assert_eq!(reg.arch_for_model_type("llada"), Some(Arch::Llada));
+        assert_eq!(reg.arch_for_model_type("Dream"), Some(Arch::Dream));
         assert_eq!(reg.arch_for_model_type("gpt2"), None);
         Ok(())
     }

@@ -2,7 +2,7 @@
 
 use serde::Serialize;
 
-use crate::diffusion::{Generation, Params, Strategy};
+use crate::diffusion::{Generation, Params, Schedule, Strategy};
 
 #[derive(Debug, Serialize)]
 pub struct Report {
@@ -29,6 +29,11 @@ pub struct Report {
     pub elapsed_s: f64,
     /// Canvas tokens per second of the denoising loop.
     pub tokens_per_s: f64,
+    /// Forward passes the reference schedule would have run beyond these (`steps - nfe`): steps
+    /// that could reveal nothing and, with early stop, the steps after the answer was final.
+    pub nfe_saved: usize,
+    /// The answer was final before the schedule ended.
+    pub stopped_early: bool,
     pub cancelled: bool,
     pub settings: Settings,
 }
@@ -37,27 +42,42 @@ pub struct Report {
 #[derive(Debug, Serialize)]
 pub struct Settings {
     pub gen_length: usize,
-    pub block_length: usize,
+    /// The block length, or null for Dream's timestep schedule over the whole canvas.
+    pub block_length: Option<usize>,
+    pub eps: Option<f64>,
     pub steps: usize,
     pub strategy: Strategy,
     pub temperature: f64,
+    pub top_p: Option<f64>,
+    pub top_k: Option<usize>,
+    pub alg_temp: f64,
     pub cfg_scale: f64,
     pub suppress_eos: bool,
     pub eos_last: bool,
+    pub early_stop: bool,
     pub seed: u64,
 }
 
 impl From<&Params> for Settings {
     fn from(p: &Params) -> Self {
+        let (block_length, eps) = match p.schedule {
+            Schedule::Blocks { block_length } => (Some(block_length), None),
+            Schedule::Timesteps { eps } => (None, Some(eps)),
+        };
         Settings {
             gen_length: p.gen_length,
-            block_length: p.block_length,
+            block_length,
+            eps,
             steps: p.steps,
             strategy: p.strategy,
             temperature: p.temperature,
+            top_p: p.top_p,
+            top_k: p.top_k,
+            alg_temp: p.alg_temp,
             cfg_scale: p.cfg_scale,
             suppress_eos: p.suppress_eos,
             eos_last: p.eos_last,
+            early_stop: p.early_stop,
             seed: p.seed,
         }
     }

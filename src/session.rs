@@ -18,7 +18,7 @@ use crate::hub::{self, Source};
 use crate::model::{Config, Model, Weights};
 use crate::registry::{Arch, ArchSpec, Registry};
 use crate::settings::{self, Defaults};
-use crate::tokenizer::{TokenFiles, Tokenizer};
+use crate::tokenizer::{self, TokenFiles, Tokenizer};
 
 /// How to load: `--device`, `--dtype`.
 #[derive(Debug, Clone, Default)]
@@ -74,6 +74,8 @@ fn detect_arch(config: &Value, registry: &Registry, path: &Path) -> Result<Arch>
 /// errors surface before the slow part.
 pub struct Checkpoint {
     pub label: String,
+    /// The model card's context limit, when the registry gives one.
+    context: Option<usize>,
     pub files: hub::ModelFiles,
     pub arch: Arch,
     config_json: Value,
@@ -105,6 +107,7 @@ impl Checkpoint {
             .unwrap_or_default();
         Ok(Checkpoint {
             label: source.label(),
+            context: source.spec().and_then(|s| s.context),
             defaults: model_defaults.over(&registry.arch(arch)?.defaults),
             files,
             arch,
@@ -115,7 +118,7 @@ impl Checkpoint {
 
     /// Sampler parameters: `flags` over this model's defaults.
     pub fn params(&self, flags: &Defaults, seed: u64) -> Result<Params> {
-        settings::resolve(flags, &self.defaults, seed)
+        settings::resolve(flags, &self.defaults, Registry::builtin()?.arch(self.arch)?, seed)
     }
 
     /// Number of weights the config describes.
@@ -130,6 +133,7 @@ impl Session {
         let start = Instant::now();
         let Checkpoint {
             label,
+            context,
             files,
             arch,
             config_json,
@@ -139,20 +143,23 @@ impl Session {
         let arch_spec = Registry::builtin()?.arch(arch)?;
         let generation_config = read_optional_json(files.generation_config.as_deref())?;
         let tokenizer_config = read_optional_json(files.tokenizer_config.as_deref())?;
-        let Some(tokenizer_json) = &files.tokenizer_json else {
-            let dir = files
-                .config
-                .parent()
-                .map(|p| p.display().to_string())
-                .unwrap_or_default();
-            bail!("{dir}: no tokenizer.json next to config.json; dcoder needs the model's fast tokenizer file");
+        let dir = files.config.parent().map(|p| p.display().to_string()).unwrap_or_default();
+        let source = match (&files.tokenizer_json, &files.vocab_json, &files.merges_txt, &arch_spec.bpe_split_regex) {
+            (Some(path), ..) => tokenizer::Source::Fast(path),
+            (None, Some(vocab), Some(merges), Some(split_regex)) => tokenizer::Source::SlowBpe {
+                vocab,
+                merges,
+                added_tokens: files.added_tokens_json.as_deref(),
+                split_regex,
+            },
+            _ => bail!("{dir}: no tokenizer.json next to config.json (nor a vocab.json + merges.txt this architecture can use)"),
         };
         let token_files = TokenFiles {
             config: &config_json,
             generation_config: generation_config.as_ref(),
             tokenizer_config: tokenizer_config.as_ref(),
         };
-        let tokenizer = Tokenizer::load(tokenizer_json, &token_files, arch_spec)?;
+        let tokenizer = Tokenizer::load(&source, &token_files, arch_spec)?;
         let vocab = config.vocab_size();
         let special = &tokenizer.special;
         for (role, id) in [
@@ -186,10 +193,15 @@ impl Session {
             tokenizer,
             template,
             defaults,
-            max_positions: config.max_positions(),
+            max_positions: context.map_or(config.max_positions(), |c| c.min(config.max_positions())),
             device,
             load_time: start.elapsed(),
         })
+    }
+
+    /// Sampler parameters: `flags` over this model's defaults.
+    pub fn params(&self, flags: &Defaults, seed: u64) -> Result<Params> {
+        settings::resolve(flags, &self.defaults, self.arch_spec, seed)
     }
 
     /// A conversation with this model's template (unless `raw`) and multi-turn rule.

@@ -5,7 +5,8 @@
 use anyhow::{bail, Result};
 use serde::Deserialize;
 
-use crate::diffusion::{Params, Strategy};
+use crate::diffusion::{Family, Params, Schedule, Strategy};
+use crate::registry::ArchSpec;
 
 /// Sampler settings where every field may be absent: one layer of the stack.
 #[derive(Debug, Clone, Default, PartialEq, Deserialize)]
@@ -19,6 +20,11 @@ pub struct Defaults {
     pub cfg_scale: Option<f64>,
     pub suppress_eos: Option<bool>,
     pub eos_last: Option<bool>,
+    pub top_p: Option<f64>,
+    pub top_k: Option<usize>,
+    pub alg_temp: Option<f64>,
+    pub eps: Option<f64>,
+    pub early_stop: Option<bool>,
 }
 
 impl Defaults {
@@ -33,6 +39,11 @@ impl Defaults {
             cfg_scale: self.cfg_scale.or(lower.cfg_scale),
             suppress_eos: self.suppress_eos.or(lower.suppress_eos),
             eos_last: self.eos_last.or(lower.eos_last),
+            top_p: self.top_p.or(lower.top_p),
+            top_k: self.top_k.or(lower.top_k),
+            alg_temp: self.alg_temp.or(lower.alg_temp),
+            eps: self.eps.or(lower.eps),
+            early_stop: self.early_stop.or(lower.early_stop),
         }
     }
 }
@@ -40,33 +51,53 @@ impl Defaults {
 /// Used when neither the flags nor models.toml say otherwise: LLaDA generate.py's `main()`.
 const FALLBACK_GEN_LENGTH: usize = 128;
 const FALLBACK_BLOCK_LENGTH: usize = 32;
+/// Dream's `DreamGenerationConfig` default.
+const FALLBACK_EPS: f64 = 1e-3;
 
-/// Resolves `flags` over `defaults` into checked parameters.
+/// Resolves `flags` over `defaults` into checked parameters for a model of family `arch`.
 ///
-/// When the flags change `--gen-length` but not `--steps`, the defaults' tokens-per-step ratio is
-/// kept (the model cards state quality at a ratio, usually one token per step), rounded up to a
-/// whole number of steps per block. A default block longer than the requested canvas shrinks to
-/// the canvas. Explicit flags are never adjusted: an inconsistent set is an error.
-pub fn resolve(flags: &Defaults, defaults: &Defaults, seed: u64) -> Result<Params> {
+/// The schedule is blocks when a block length is set (LLaDA's defaults always set one) and
+/// Dream's timesteps otherwise. When the flags change `--gen-length` but not `--steps`, the
+/// defaults' tokens-per-step ratio is kept (the model cards state quality at a ratio, usually
+/// one token per step), rounded up to a whole number of steps per block. A default block longer
+/// than the requested canvas shrinks to the canvas. Explicit flags are never adjusted: an
+/// inconsistent set is an error.
+pub fn resolve(flags: &Defaults, defaults: &Defaults, arch: &ArchSpec, seed: u64) -> Result<Params> {
     let merged = flags.over(defaults);
+    let family = arch.sampler;
     let gen_length = merged.gen_length.unwrap_or(FALLBACK_GEN_LENGTH);
     if gen_length == 0 {
         bail!("--gen-length must be at least 1");
     }
-    let mut block_length = merged.block_length.unwrap_or(FALLBACK_BLOCK_LENGTH);
-    if block_length == 0 {
-        bail!("--block-length must be at least 1");
-    }
-    if flags.block_length.is_none() && block_length > gen_length {
-        block_length = gen_length;
-    }
-    if !gen_length.is_multiple_of(block_length) {
-        bail!(
-            "--gen-length {gen_length} is not a multiple of --block-length {block_length}; \
-             choose a gen-length that is a whole number of blocks"
-        );
-    }
-    let blocks = gen_length / block_length;
+    let block_length = match (merged.block_length, family) {
+        (Some(b), _) => Some(b),
+        (None, Family::Llada) => Some(FALLBACK_BLOCK_LENGTH),
+        (None, Family::Dream) => None,
+    };
+    let schedule = match block_length {
+        Some(0) => bail!("--block-length must be at least 1"),
+        Some(b) => {
+            let b = if flags.block_length.is_none() && b > gen_length { gen_length } else { b };
+            if !gen_length.is_multiple_of(b) {
+                bail!(
+                    "--gen-length {gen_length} is not a multiple of --block-length {b}; \
+                     choose a gen-length that is a whole number of blocks"
+                );
+            }
+            Schedule::Blocks { block_length: b }
+        }
+        None => {
+            let eps = merged.eps.unwrap_or(FALLBACK_EPS);
+            if !(eps > 0.0 && eps < 1.0) {
+                bail!("--eps must be between 0 and 1 (exclusive), got {eps}");
+            }
+            Schedule::Timesteps { eps }
+        }
+    };
+    let blocks = match schedule {
+        Schedule::Blocks { block_length } => gen_length / block_length,
+        Schedule::Timesteps { .. } => 1,
+    };
     let steps = match flags.steps {
         Some(s) => s,
         None => {
@@ -82,7 +113,8 @@ pub fn resolve(flags: &Defaults, defaults: &Defaults, seed: u64) -> Result<Param
     if !steps.is_multiple_of(blocks) {
         bail!(
             "--steps {steps} must be a multiple of the number of blocks ({blocks} = --gen-length \
-             {gen_length} / --block-length {block_length})"
+             {gen_length} / --block-length {})",
+            gen_length / blocks
         );
     }
     let temperature = merged.temperature.unwrap_or(0.0);
@@ -93,15 +125,64 @@ pub fn resolve(flags: &Defaults, defaults: &Defaults, seed: u64) -> Result<Param
     if !cfg_scale.is_finite() || cfg_scale < 0.0 {
         bail!("--cfg-scale must be a number >= 0, got {cfg_scale}");
     }
+    let strategy = merged.strategy.unwrap_or(match family {
+        Family::Llada => Strategy::Confidence,
+        Family::Dream => Strategy::Entropy,
+    });
+    let allowed: &[Strategy] = match family {
+        Family::Llada => &[Strategy::Confidence, Strategy::Random],
+        Family::Dream => &[Strategy::Confidence, Strategy::Margin, Strategy::Entropy, Strategy::Origin],
+    };
+    if !allowed.contains(&strategy) {
+        let names: Vec<String> = allowed.iter().map(|s| format!("{s:?}").to_lowercase()).collect();
+        bail!("--strategy {}: this model's sampler offers {}", format!("{strategy:?}").to_lowercase(), names.join(", "));
+    }
+    if strategy == Strategy::Origin && matches!(schedule, Schedule::Blocks { .. }) {
+        bail!("--strategy origin follows Dream's timestep schedule; drop --block-length");
+    }
+    // Flags of the other family's sampler are errors rather than silently ignored.
+    let dream_only: &[(&str, bool)] = &[
+        ("--top-p", flags.top_p.is_some()),
+        ("--top-k", flags.top_k.is_some()),
+        ("--alg-temp", flags.alg_temp.is_some()),
+        ("--eps", flags.eps.is_some()),
+    ];
+    let llada_only: &[(&str, bool)] =
+        &[("--cfg-scale", cfg_scale > 0.0), ("--eos-last", merged.eos_last == Some(true))];
+    let (foreign, owner) = match family {
+        Family::Llada => (dream_only, "Dream-family"),
+        Family::Dream => (llada_only, "LLaDA"),
+    };
+    if let Some((flag, _)) = foreign.iter().find(|(_, set)| *set) {
+        bail!("{flag} belongs to the {owner} sampler; this model does not use it");
+    }
+    let top_p = merged.top_p;
+    if let Some(p) = top_p.filter(|p| !(*p > 0.0 && *p <= 1.0)) {
+        bail!("--top-p must be in (0, 1], got {p}");
+    }
+    let top_k = merged.top_k;
+    if top_k == Some(0) {
+        bail!("--top-k must be at least 1");
+    }
+    let alg_temp = merged.alg_temp.unwrap_or(0.0);
+    if !alg_temp.is_finite() || alg_temp < 0.0 {
+        bail!("--alg-temp must be a number >= 0, got {alg_temp}");
+    }
     Ok(Params {
         gen_length,
-        block_length,
         steps,
-        strategy: merged.strategy.unwrap_or(Strategy::Confidence),
+        schedule,
+        family,
+        shift_logits: arch.shift_logits,
+        strategy,
         temperature,
+        top_p,
+        top_k,
+        alg_temp,
         cfg_scale,
         suppress_eos: merged.suppress_eos.unwrap_or(false),
         eos_last: merged.eos_last.unwrap_or(false),
+        early_stop: merged.early_stop.unwrap_or(false),
         seed,
     })
 }
@@ -109,6 +190,23 @@ pub fn resolve(flags: &Defaults, defaults: &Defaults, seed: u64) -> Result<Param
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn arch(family: Family) -> ArchSpec {
+        ArchSpec {
+            model_types: vec![],
+            mask_token: None,
+            eot_token: None,
+            chat: crate::registry::ChatRule::CarryTokens,
+            sampler: family,
+            shift_logits: family == Family::Dream,
+            bpe_split_regex: None,
+            defaults: Defaults::default(),
+        }
+    }
+
+    fn resolve_llada(flags: &Defaults, defaults: &Defaults, seed: u64) -> Result<Params> {
+        resolve(flags, defaults, &arch(Family::Llada), seed)
+    }
 
     fn llada() -> Defaults {
         Defaults {
@@ -125,11 +223,9 @@ mod tests {
             steps: Some(64),
             ..Default::default()
         };
-        let p = resolve(&flags, &llada(), 7)?;
-        assert_eq!(
-            (p.gen_length, p.block_length, p.steps, p.seed),
-            (128, 32, 64, 7)
-        );
+        let p = resolve_llada(&flags, &llada(), 7)?;
+        let blocks = Schedule::Blocks { block_length: 32 };
+        assert_eq!((p.gen_length, p.schedule, p.steps, p.seed), (128, blocks, 64, 7));
         Ok(())
     }
 
@@ -139,12 +235,12 @@ mod tests {
             gen_length: Some(256),
             ..Default::default()
         };
-        assert_eq!(resolve(&flags, &llada(), 0)?.steps, 256);
+        assert_eq!(resolve_llada(&flags, &llada(), 0)?.steps, 256);
         let half = Defaults {
             steps: Some(64),
             ..llada()
         };
-        assert_eq!(resolve(&flags, &half, 0)?.steps, 128);
+        assert_eq!(resolve_llada(&flags, &half, 0)?.steps, 128);
         Ok(())
     }
 
@@ -154,8 +250,8 @@ mod tests {
             gen_length: Some(16),
             ..Default::default()
         };
-        let p = resolve(&flags, &llada(), 0)?;
-        assert_eq!((p.block_length, p.steps), (16, 16));
+        let p = resolve_llada(&flags, &llada(), 0)?;
+        assert_eq!((p.schedule, p.steps), (Schedule::Blocks { block_length: 16 }, 16));
         Ok(())
     }
 
@@ -190,9 +286,39 @@ mod tests {
         ];
         for flags in bad {
             assert!(
-                resolve(&flags, &llada(), 0).is_err(),
+                resolve_llada(&flags, &llada(), 0).is_err(),
                 "{flags:?} should be rejected"
             );
+        }
+    }
+
+    #[test]
+    fn dream_defaults_to_timesteps_unless_a_block_is_asked_for() -> Result<()> {
+        let dream = arch(Family::Dream);
+        let flags = Defaults { gen_length: Some(64), steps: Some(64), ..Default::default() };
+        let p = resolve(&flags, &Defaults::default(), &dream, 0)?;
+        assert_eq!((p.schedule, p.strategy, p.shift_logits), (Schedule::Timesteps { eps: 1e-3 }, Strategy::Entropy, true));
+        let blocks = Defaults { block_length: Some(32), ..flags.clone() };
+        assert_eq!(resolve(&blocks, &Defaults::default(), &dream, 0)?.schedule, Schedule::Blocks { block_length: 32 });
+        Ok(())
+    }
+
+    #[test]
+    fn flags_of_the_other_sampler_and_foreign_strategies_are_errors() {
+        let dream = arch(Family::Dream);
+        let llada = arch(Family::Llada);
+        let none = Defaults::default();
+        let cases = [
+            (Defaults { top_p: Some(0.9), ..Default::default() }, &llada),
+            (Defaults { strategy: Some(Strategy::Entropy), ..Default::default() }, &llada),
+            (Defaults { cfg_scale: Some(1.0), ..Default::default() }, &dream),
+            (Defaults { strategy: Some(Strategy::Random), ..Default::default() }, &dream),
+            (Defaults { strategy: Some(Strategy::Origin), block_length: Some(32), ..Default::default() }, &dream),
+            (Defaults { eps: Some(1.5), ..Default::default() }, &dream),
+            (Defaults { top_p: Some(0.0), ..Default::default() }, &dream),
+        ];
+        for (flags, arch) in cases {
+            assert!(resolve(&flags, &none, arch, 0).is_err(), "{flags:?} should be rejected");
         }
     }
 }

@@ -5,10 +5,12 @@
 //! tokenizer_config.json, then the architecture's token texts in models.toml, looked up in the
 //! tokenizer.
 
+use std::collections::BTreeMap;
 use std::path::Path;
+use std::sync::Arc;
 
 use anyhow::{anyhow, bail, Context, Result};
-use serde_json::Value;
+use serde_json::{json, Value};
 
 use crate::diffusion::SpecialIds;
 use crate::registry::ArchSpec;
@@ -28,11 +30,7 @@ pub struct SpecialTokens {
 
 impl SpecialTokens {
     pub fn ids(&self) -> SpecialIds {
-        SpecialIds {
-            mask: self.mask,
-            eos: self.eos,
-            eot: self.eot,
-        }
+        SpecialIds { mask: self.mask, eos: self.eos, eot: self.eot, stops: self.stops.clone() }
     }
 }
 
@@ -43,19 +41,35 @@ pub struct TokenFiles<'a> {
     pub tokenizer_config: Option<&'a Value>,
 }
 
+/// The tokenizer files of a checkpoint.
+pub enum Source<'a> {
+    /// `tokenizer.json`, the fast tokenizer.
+    Fast(&'a Path),
+    /// A slow byte-level BPE tokenizer (Dream, DiffuCoder): `vocab.json`, `merges.txt` and
+    /// optionally `added_tokens.json`, split by the architecture's regex.
+    SlowBpe { vocab: &'a Path, merges: &'a Path, added_tokens: Option<&'a Path>, split_regex: &'a str },
+}
+
+/// A checkpoint's tokenizer; clones share it.
+#[derive(Clone)]
 pub struct Tokenizer {
-    inner: tokenizers::Tokenizer,
+    inner: Arc<tokenizers::Tokenizer>,
     pub special: SpecialTokens,
 }
 
 impl Tokenizer {
-    /// Loads `tokenizer.json` and resolves the special tokens.
-    pub fn load(tokenizer_json: &Path, files: &TokenFiles, arch: &ArchSpec) -> Result<Self> {
-        let inner = tokenizers::Tokenizer::from_file(tokenizer_json)
-            .map_err(|e| anyhow!("{e}"))
-            .with_context(|| format!("reading tokenizer {}", tokenizer_json.display()))?;
+    /// Loads the tokenizer and resolves the special tokens.
+    pub fn load(source: &Source, files: &TokenFiles, arch: &ArchSpec) -> Result<Self> {
+        let inner = match source {
+            Source::Fast(path) => tokenizers::Tokenizer::from_file(path)
+                .map_err(|e| anyhow!("{e}"))
+                .with_context(|| format!("reading tokenizer {}", path.display()))?,
+            Source::SlowBpe { vocab, merges, added_tokens, split_regex } => {
+                byte_level_bpe(vocab, merges, *added_tokens, files.tokenizer_config, split_regex)?
+            }
+        };
         let special = resolve_special(&inner, files, arch)?;
-        Ok(Self { inner, special })
+        Ok(Self { inner: Arc::new(inner), special })
     }
 
     /// Ids of `text`, special-token texts matched as tokens, nothing added (no BOS).
@@ -83,6 +97,79 @@ impl Tokenizer {
             .unwrap_or(canvas.len());
         self.decode(&canvas[..end])
     }
+}
+
+/// The fast-tokenizer equivalent of a slow byte-level BPE tokenizer (HF `Qwen2Tokenizer`, Dream's
+/// `DreamTokenizer`), built the way transformers' `Qwen2Converter` converts one: NFC normaliser,
+/// a regex split (`Isolated`) then byte-level mapping without a prefix space, BPE over
+/// `vocab.json` + `merges.txt`, byte-level decoder, plus the added tokens with their `special`
+/// flags from tokenizer_config.json's `added_tokens_decoder` (or special when only listed in
+/// `added_tokens.json`).
+fn byte_level_bpe(
+    vocab: &Path,
+    merges: &Path,
+    added_tokens: Option<&Path>,
+    tokenizer_config: Option<&Value>,
+    split_regex: &str,
+) -> Result<tokenizers::Tokenizer> {
+    let read = |path: &Path| std::fs::read_to_string(path).with_context(|| format!("reading {}", path.display()));
+    let vocab_map: Value =
+        serde_json::from_str(&read(vocab)?).with_context(|| format!("{}: not valid JSON", vocab.display()))?;
+    let merges_text = read(merges)?;
+    let merge_list: Vec<&str> =
+        merges_text.lines().filter(|l| !l.starts_with("#version") && !l.trim().is_empty()).collect();
+    // id -> (content, flags), from both files; the config's entries carry the flags.
+    let mut added: BTreeMap<u64, Value> = BTreeMap::new();
+    if let Some(path) = added_tokens {
+        let map: BTreeMap<String, u64> =
+            serde_json::from_str(&read(path)?).with_context(|| format!("{}: not a token -> id map", path.display()))?;
+        for (content, id) in map {
+            added.insert(id, json!({"content": content, "special": true}));
+        }
+    }
+    if let Some(decoder) = tokenizer_config.and_then(|tc| tc.get("added_tokens_decoder")).and_then(Value::as_object) {
+        for (id, entry) in decoder {
+            if let Ok(id) = id.parse::<u64>() {
+                added.insert(id, entry.clone());
+            }
+        }
+    }
+    let flag = |e: &Value, key: &str| e.get(key).and_then(Value::as_bool).unwrap_or(false);
+    let added: Vec<Value> = added
+        .iter()
+        .filter_map(|(id, e)| {
+            Some(json!({
+                "id": id,
+                "content": e.get("content")?.as_str()?,
+                "single_word": flag(e, "single_word"),
+                "lstrip": flag(e, "lstrip"),
+                "rstrip": flag(e, "rstrip"),
+                "normalized": flag(e, "normalized"),
+                "special": e.get("special").and_then(Value::as_bool).unwrap_or(true),
+            }))
+        })
+        .collect();
+    let byte_level = json!({"type": "ByteLevel", "add_prefix_space": false, "trim_offsets": false, "use_regex": false});
+    let spec = json!({
+        "version": "1.0",
+        "truncation": null,
+        "padding": null,
+        "added_tokens": added,
+        "normalizer": {"type": "NFC"},
+        "pre_tokenizer": {"type": "Sequence", "pretokenizers": [
+            {"type": "Split", "pattern": {"Regex": split_regex}, "behavior": "Isolated", "invert": false},
+            byte_level,
+        ]},
+        "post_processor": null,
+        "decoder": byte_level,
+        "model": {
+            "type": "BPE", "dropout": null, "unk_token": null, "continuing_subword_prefix": "",
+            "end_of_word_suffix": "", "fuse_unk": false, "byte_fallback": false, "ignore_merges": false,
+            "vocab": vocab_map, "merges": merge_list,
+        },
+    });
+    tokenizers::Tokenizer::from_bytes(spec.to_string().as_bytes())
+        .map_err(|e| anyhow!("building the tokenizer from {} and {}: {e}", vocab.display(), merges.display()))
 }
 
 /// A token written in tokenizer_config.json: a plain string or an `{"content": ...}` object.
@@ -163,6 +250,9 @@ fn resolve_special(
     let mut stops = eos_ids;
     stops.extend(eot);
     stops.extend(pad);
+    // tokenizer_config.json may name a different pad (DiffuCoder's `<|dlm_pad|>`) or EOS.
+    stops.extend(from_text("pad_token"));
+    stops.extend(from_text("eos_token"));
     stops.sort_unstable();
     stops.dedup();
     if stops.contains(&mask) {
@@ -181,6 +271,7 @@ fn resolve_special(
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::diffusion::Family;
     use crate::registry::{ArchSpec, ChatRule};
     use serde_json::json;
 
@@ -208,6 +299,9 @@ mod tests {
             mask_token: Some("<m>".into()),
             eot_token: Some("<eot>".into()),
             chat: ChatRule::CarryTokens,
+            sampler: Family::Llada,
+            shift_logits: false,
+            bpe_split_regex: None,
             defaults: Default::default(),
         }
     }
@@ -263,5 +357,75 @@ mod tests {
             err.contains("mask token") && err.contains("<nope>"),
             "{err}"
         );
+    }
+
+    /// A Dream-style folder with only vocab.json + merges.txt + added_tokens.json (what the Dream
+    /// and DiffuCoder repos ship) must tokenize and decode exactly like the equivalent
+    /// tokenizer.json.
+    #[test]
+    fn slow_bpe_files_tokenize_like_tokenizer_json() -> Result<()> {
+        let fixture = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/dream-tiny");
+        let read = |name: &str| -> Result<Value> { Ok(serde_json::from_str(&std::fs::read_to_string(fixture.join(name))?)?) };
+        let fast_json = read("tokenizer.json")?;
+        let dir = tempfile::tempdir()?;
+        std::fs::write(dir.path().join("vocab.json"), fast_json["model"]["vocab"].to_string())?;
+        let merges: Vec<String> = fast_json["model"]["merges"]
+            .as_array()
+            .context("merges")?
+            .iter()
+            .map(|m| match m {
+                Value::String(s) => s.clone(),
+                pair => format!("{} {}", pair[0].as_str().unwrap_or_default(), pair[1].as_str().unwrap_or_default()),
+            })
+            .collect();
+        std::fs::write(dir.path().join("merges.txt"), format!("#version: 0.2\n{}\n", merges.join("\n")))?;
+        let added: serde_json::Map<String, Value> = fast_json["added_tokens"]
+            .as_array()
+            .context("added_tokens")?
+            .iter()
+            .map(|t| (t["content"].as_str().unwrap_or_default().to_string(), t["id"].clone()))
+            .collect();
+        std::fs::write(dir.path().join("added_tokens.json"), Value::Object(added).to_string())?;
+
+        let registry = crate::registry::Registry::builtin()?;
+        let arch = registry.arch(crate::registry::Arch::Dream)?;
+        let (config, tc) = (read("config.json")?, read("tokenizer_config.json")?);
+        let files = TokenFiles { config: &config, generation_config: None, tokenizer_config: Some(&tc) };
+        let fast = Tokenizer::load(&Source::Fast(&fixture.join("tokenizer.json")), &files, arch)?;
+        let (vocab, merges, added) =
+            (dir.path().join("vocab.json"), dir.path().join("merges.txt"), dir.path().join("added_tokens.json"));
+        let split_regex = arch.bpe_split_regex.as_deref().context("dream has a split regex")?;
+        let slow_source = Source::SlowBpe { vocab: &vocab, merges: &merges, added_tokens: Some(&added), split_regex };
+        let slow = Tokenizer::load(&slow_source, &files, arch)?;
+        assert_eq!(fast.special, slow.special);
+
+        let cases = read("cases.json")?;
+        let mut texts: Vec<String> = cases["cases"]
+            .as_array()
+            .context("cases")?
+            .iter()
+            .filter_map(|c| c["prompt_text"].as_str().map(str::to_string))
+            .collect();
+        texts.extend(
+            [
+                "def f(x):\n\treturn x ** 2  # square\n\n\n",
+                "Don't panic, I'll be there; you're THE best. 1234567 + 3.14",
+                "  leading and trailing spaces   \r\n",
+                "Unicode: café, naïve, Ωμέγα, 日本語のテキスト, 한국어, emoji 🦀🚀",
+                "<|im_start|>user\nhi<|im_end|><|mask|><|endoftext|>",
+                "e\u{301}tude (combining accent, NFC-normalised)",
+            ]
+            .map(str::to_string),
+        );
+        for text in &texts {
+            let ids = fast.encode(text)?;
+            assert_eq!(slow.encode(text)?, ids, "encoding {text:?}");
+            assert_eq!(slow.decode(&ids)?, fast.decode(&ids)?, "decoding {text:?}");
+        }
+        for case in cases["cases"].as_array().context("cases")? {
+            let generated: Vec<u32> = serde_json::from_value(case["generated_ids"].clone())?;
+            assert_eq!(slow.decode(&generated)?, fast.decode(&generated)?);
+        }
+        Ok(())
     }
 }

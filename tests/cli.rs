@@ -376,24 +376,27 @@ fn parity_cases_through_the_command_line() -> Result {
             ran += 1;
         }
     }
-    assert!(ran >= 7, "only {ran} cases ran through the CLI");
+    assert!(ran >= 16, "only {ran} cases ran through the CLI");
     Ok(())
 }
 
 /// The flags for a case (fixtures README section 8), or `None` for samplers this build does
 /// not run from the command line (multi-turn chat is checked in the crate's own tests).
 fn cli_args(case: &Value) -> Option<Vec<String>> {
-    if case["sampler"] != "llada.generate" {
-        return None;
-    }
     let s = &case["settings"];
-    let mut args: Vec<String> = vec![
-        "--json".into(),
-        "--temperature".into(),
-        "0".into(),
-        "--seed".into(),
-        "0".into(),
-    ];
+    let strategy = match case["sampler"].as_str()? {
+        "llada.generate" => match s["remasking"].as_str()? {
+            "random" => "random",
+            _ => "confidence",
+        },
+        "dream.diffusion_generate" => match s["alg"].as_str()? {
+            "maskgit_plus" => "confidence",
+            "topk_margin" => "margin",
+            other => other,
+        },
+        _ => return None,
+    };
+    let mut args: Vec<String> = vec!["--json".into(), "--temperature".into(), "0".into(), "--seed".into(), "0".into()];
     let mut flag = |name: &str, value: &Value| {
         if !value.is_null() {
             args.push(format!("--{name}"));
@@ -401,18 +404,18 @@ fn cli_args(case: &Value) -> Option<Vec<String>> {
         }
     };
     flag("gen-length", &s["gen_length"]);
+    flag("gen-length", &s["max_new_tokens"]);
     flag("steps", &s["steps"]);
     flag("block-length", &s["block_length"]);
-    flag("cfg-scale", &s["cfg_scale"]);
+    if s["cfg_scale"].as_f64().is_some_and(|w| w > 0.0) {
+        flag("cfg-scale", &s["cfg_scale"]);
+    }
+    flag("eps", &s["eps"]);
+    flag("alg-temp", &s["alg_temp"]);
+    flag("top-p", &s["top_p"]);
+    flag("top-k", &s["top_k"]);
     args.push("--strategy".into());
-    args.push(
-        if s["remasking"] == "random" {
-            "random"
-        } else {
-            "confidence"
-        }
-        .into(),
-    );
+    args.push(strategy.into());
     if s["logits_eos_inf"] == true {
         args.push("--suppress-eos".into());
     }
@@ -428,11 +431,7 @@ fn cli_args(case: &Value) -> Option<Vec<String>> {
             args.push("--system".into());
             args.push(system["content"].as_str()?.to_string());
         }
-        args.push(
-            messages.iter().rev().find(|m| m["role"] == "user")?["content"]
-                .as_str()?
-                .to_string(),
-        );
+        args.push(messages.iter().rev().find(|m| m["role"] == "user")?["content"].as_str()?.to_string());
     }
     Some(args)
 }

@@ -18,7 +18,7 @@ use crate::diffusion::{self, Denoiser, SpecialIds};
 use crate::hub::Source;
 use crate::model::random_weights::random_var_builder;
 use crate::model::{Config, Model};
-use crate::registry::Registry;
+use crate::registry::{Arch, Registry};
 use crate::report::rates;
 use crate::session::{Checkpoint, LoadOptions, Session};
 use crate::settings::{self, Defaults};
@@ -63,6 +63,7 @@ struct Loaded {
     label: String,
     model: Model,
     special: SpecialIds,
+    arch: Arch,
     defaults: Defaults,
     params: usize,
     load: Duration,
@@ -82,19 +83,17 @@ fn load(args: &BenchArgs) -> Result<Loaded> {
         let dtype = pick_dtype(args.model.dtype.as_deref(), &device)?;
         let start = Instant::now();
         let model =
-            Model::new(&config, random_var_builder(dtype, &device)).map_err(|e| anyhow!("{e}"))?;
+            Model::new(&config, random_var_builder(&shape.absent, dtype, &device)).map_err(|e| anyhow!("{e}"))?;
         let id = |key: &str| json.get(key).and_then(Value::as_u64).map(|v| v as u32);
         let vocab = config.vocab_size() as u32;
-        let special = SpecialIds {
-            mask: id("mask_token_id").unwrap_or(vocab - 1),
-            eos: id("eos_token_id").unwrap_or(0),
-            eot: None,
-        };
+        let eos = id("eos_token_id").unwrap_or(0);
+        let special = SpecialIds { mask: id("mask_token_id").unwrap_or(vocab - 1), eos, eot: None, stops: vec![eos] };
         return Ok(Loaded {
             label: format!("{shape_name} (random weights)"),
             params: config.parameters(),
             model,
             special,
+            arch: shape.arch,
             defaults: registry.arch(shape.arch)?.defaults.clone(),
             load: start.elapsed(),
         });
@@ -110,6 +109,7 @@ fn load(args: &BenchArgs) -> Result<Loaded> {
     Ok(Loaded {
         label: session.label.clone(),
         special: session.tokenizer.special.ids(),
+        arch: session.arch,
         defaults: session.defaults.clone(),
         load: session.load_time,
         params,
@@ -125,6 +125,7 @@ pub fn run(args: &BenchArgs) -> Result<()> {
         label,
         mut model,
         special,
+        arch,
         defaults,
         params,
         load,
@@ -181,7 +182,7 @@ pub fn run(args: &BenchArgs) -> Result<()> {
             }
         }
         None => {
-            let p = settings::resolve(&args.sampler.overrides(), &defaults, args.sampler.seed)?;
+            let p = settings::resolve(&args.sampler.overrides(), &defaults, Registry::builtin()?.arch(arch)?, args.sampler.seed)?;
             let mut prompt = random_ids(args.prompt_tokens + 8);
             prompt.truncate(args.prompt_tokens);
             let g = diffusion::generate(&mut model, &prompt, &p, &special, |_| {
@@ -197,7 +198,7 @@ pub fn run(args: &BenchArgs) -> Result<()> {
                 threads: candle_core::utils::get_num_threads(),
                 mode: "generate",
                 seq: prompt.len() + p.gen_length,
-                head_rows: p.block_length,
+                head_rows: p.blocks()[0].len(),
                 forward_s: secs / g.nfe.max(1) as f64,
                 min_s: secs / g.nfe.max(1) as f64,
                 runs: 1,

@@ -1,6 +1,46 @@
-//! One file per subcommand; each exposes `run`.
+//! One file per subcommand; each exposes `run`. The loading steps they share live here.
 
 pub mod bench;
+pub mod chat;
 pub mod models;
 pub mod oneshot;
 pub mod pull;
+pub mod replay;
+
+use anyhow::{anyhow, Result};
+
+use crate::cli::{LookArgs, ModelArgs, SamplerArgs};
+use crate::diffusion::Params;
+use crate::hub::Source;
+use crate::registry::Registry;
+use crate::session::{Checkpoint, LoadOptions, Session};
+use crate::settings;
+use crate::tui::highlight::syntax_for;
+use crate::tui::theme::Theme;
+use crate::tui::Look;
+
+/// Resolves `--model`, checks the sampler flags (before any download when the registry knows
+/// the model), fetches what is missing and loads the model.
+pub fn load(model: &ModelArgs, sampler: &SamplerArgs) -> Result<(Session, Params)> {
+    let registry = Registry::builtin()?;
+    let source = Source::parse(model.model.as_deref(), registry)?;
+    let flags = sampler.overrides();
+    if let Some(spec) = source.spec() {
+        let arch = registry.arch(spec.arch)?;
+        settings::resolve(&flags, &spec.defaults.over(&arch.defaults), arch, sampler.seed)?;
+    }
+    let checkpoint = Checkpoint::locate(&source)?;
+    let params = checkpoint.params(&flags, sampler.seed)?;
+    let opts = LoadOptions { device: model.device.clone(), dtype: model.dtype.clone() };
+    Ok((Session::load(checkpoint, &opts)?, params))
+}
+
+/// The live view's look: `--theme`, `--lang`, and `NO_COLOR` from the environment.
+pub fn look(args: &LookArgs) -> Result<Look> {
+    let no_color = std::env::var_os("NO_COLOR").is_some_and(|v| !v.is_empty());
+    let lang = match &args.lang {
+        Some(l) => Some(syntax_for(l).ok_or_else(|| anyhow!("--lang {l}: no grammar for that language (try rust, python, c, cpp, go, js, java, bash)"))?),
+        None => None,
+    };
+    Ok(Look { theme: Theme::new(args.theme, no_color), lang })
+}

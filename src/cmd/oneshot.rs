@@ -1,33 +1,39 @@
-//! `dcoder "prompt"`: one answer. The answer goes to stdout (or one JSON object with `--json`),
-//! progress to stderr, so `dcoder "…" > file.rs` and pipes get the answer alone.
+//! `dcoder "prompt"`: one answer.
+//!
+//! On a terminal the answer is written live in the denoising view, then printed in its place
+//! (highlighted) when the view closes. With stdout redirected, `--plain` or `--json`, the answer
+//! alone goes to stdout (or one JSON object), progress to stderr, so `dcoder "…" > file.rs` and
+//! pipes get the answer and nothing else.
 
 use std::io::{IsTerminal, Read, Write};
 use std::ops::ControlFlow;
 
 use anyhow::{bail, Context, Result};
 
+use crate::canvas::FrameBuilder;
 use crate::cli::RunArgs;
-use crate::hub::Source;
+use crate::diffusion::Params;
+use crate::engine::Engine;
 use crate::progress_line::ProgressLine;
-use crate::registry::Registry;
 use crate::report::{rates, Report, Settings};
-use crate::session::{Checkpoint, LoadOptions, Session};
-use crate::settings;
+use crate::session::Session;
+use crate::trace::TraceWriter;
+use crate::tui::app::{Header, Outcome};
+use crate::tui::view::printable;
+use crate::tui::{self, highlight};
 
 /// The prompt from the command line, else from stdin when it is not a terminal.
-fn read_prompt(prompt: Option<String>) -> Result<String> {
+pub fn read_prompt(prompt: Option<String>) -> Result<String> {
     let prompt = match prompt {
         Some(p) => p,
-        None if !std::io::stdin().is_terminal() => {
+        None if std::io::stdin().is_terminal() => {
+            bail!("no prompt: give one, e.g. dcoder \"write a quicksort in rust\", or pipe it on stdin")
+        }
+        None => {
             let mut text = String::new();
-            std::io::stdin()
-                .read_to_string(&mut text)
-                .context("reading the prompt from stdin")?;
+            std::io::stdin().read_to_string(&mut text).context("reading the prompt from stdin")?;
             text
         }
-        None => bail!(
-            "no prompt: give one, e.g. dcoder \"write a quicksort in rust\", or pipe it on stdin"
-        ),
     };
     if prompt.trim().is_empty() {
         bail!("the prompt is empty");
@@ -35,46 +41,86 @@ fn read_prompt(prompt: Option<String>) -> Result<String> {
     Ok(prompt)
 }
 
-pub fn run(prompt: Option<String>, args: &RunArgs) -> Result<()> {
-    let prompt = read_prompt(prompt)?;
-    let registry = Registry::builtin()?;
-    let source = Source::parse(args.model.model.as_deref(), registry)?;
-    let flags = args.sampler.overrides();
-    // Registry models know their defaults before anything is downloaded: check the flags first.
-    if let Some(spec) = source.spec() {
-        settings::resolve(
-            &flags,
-            &spec.defaults.over(&registry.arch(spec.arch)?.defaults),
-            args.sampler.seed,
-        )?;
-    }
-    let checkpoint = Checkpoint::locate(&source)?;
-    let params = checkpoint.params(&flags, args.sampler.seed)?;
-    let opts = LoadOptions {
-        device: args.model.device.clone(),
-        dtype: args.model.dtype.clone(),
-    };
-    let mut session = Session::load(checkpoint, &opts)?;
-    let conversation = session.conversation(args.no_chat_template, args.system.clone())?;
-    let (_, prompt_ids) = conversation.prompt(&prompt, &session.tokenizer)?;
+/// Exit status of a run stopped by the user (as after SIGINT).
+pub const INTERRUPTED: u8 = 130;
 
-    let mask = session.tokenizer.special.mask;
+/// Runs one prompt; returns the exit status.
+pub fn run(prompt: Option<String>, args: &RunArgs) -> Result<u8> {
+    let prompt = read_prompt(prompt)?;
+    let look = crate::cmd::look(&args.look)?;
+    let (session, params) = crate::cmd::load(&args.model, &args.sampler)?;
+    let live = std::io::stdout().is_terminal() && !args.plain && !args.json;
+    if live {
+        return run_live(session, params, prompt, args, look);
+    }
+    run_plain(session, params, prompt, args)
+}
+
+fn run_live(session: Session, params: Params, prompt: String, args: &RunArgs, look: tui::Look) -> Result<u8> {
+    let header = Header { model: session.label.clone(), device: session.device_name(), dtype: session.dtype_name().into() };
+    let conversation = session.conversation(args.no_chat_template, args.system.clone())?;
+    let seed = params.seed;
+    let engine = Engine { session, conversation, params, trace: args.trace.clone() };
+    let turn = tui::oneshot(engine, header, look, seed, prompt)?;
+    let mut out = std::io::stdout().lock();
+    let text = printable(turn.answer.trim_end());
+    if look.theme.colour {
+        writeln!(out, "{}", highlight::ansi(&text, look.lang, look.theme.syntax))?;
+    } else {
+        writeln!(out, "{text}")?;
+    }
+    out.flush()?;
+    match turn.outcome {
+        Outcome::Done(stats) => {
+            if !args.quiet {
+                let early = if stats.stopped_early { format!(", stopped early ({} NFE saved)", stats.nfe_saved) } else { String::new() };
+                eprintln!("{} steps, NFE {}, {:.1} tok/s, {:.1} s{early}", stats.steps, stats.nfe, stats.tokens_per_s, stats.elapsed.as_secs_f64());
+            }
+            Ok(0)
+        }
+        Outcome::Failed(message) => bail!(message),
+        Outcome::Cancelled | Outcome::Running => {
+            eprintln!("cancelled");
+            Ok(INTERRUPTED)
+        }
+    }
+}
+
+fn run_plain(mut session: Session, params: Params, prompt: String, args: &RunArgs) -> Result<u8> {
+    let conversation = session.conversation(args.no_chat_template, args.system.clone())?;
+    let (prompt_text, prompt_ids) = conversation.prompt(&prompt, &session.tokenizer)?;
+    let mut trace = match &args.trace {
+        Some(path) => Some(TraceWriter::create(path, &session, &prompt_text, &prompt_ids, &params)?),
+        None => None,
+    };
+    let tokenizer = session.tokenizer.clone();
+    let mut frames = FrameBuilder::new(&tokenizer, params.gen_length);
+    let mut failure = None;
     let mut line = ProgressLine::new(!args.quiet);
     let generation = session.generate(&prompt_ids, &params, |step| {
-        line.update(step, mask);
+        line.update(step, tokenizer.special.mask);
+        if let Some(trace) = trace.as_mut() {
+            if let Err(e) = frames.frame(step).and_then(|frame| trace.step(step, &frame)) {
+                failure = Some(e);
+                return ControlFlow::Break(());
+            }
+        }
         ControlFlow::Continue(())
     });
     line.clear();
     let generation = generation?;
-    let text = session.tokenizer.answer(&generation.canvas)?;
+    if let Some(e) = failure {
+        return Err(e);
+    }
+    let text = tokenizer.answer(&generation.canvas)?;
+    if let Some(trace) = trace.as_mut() {
+        trace.end(&generation, &text)?;
+    }
     let mut out = std::io::stdout().lock();
     if args.json {
         let (tokens_per_forward, tokens_per_s) = rates(&generation);
-        let answer_tokens = generation
-            .canvas
-            .iter()
-            .position(|t| session.tokenizer.special.stops.contains(t))
-            .unwrap_or(generation.canvas.len());
+        let answer_tokens =
+            generation.canvas.iter().position(|t| tokenizer.special.stops.contains(t)).unwrap_or(generation.canvas.len());
         let report = Report {
             model: session.label.clone(),
             arch: session.arch.name(),
@@ -90,6 +136,8 @@ pub fn run(prompt: Option<String>, args: &RunArgs) -> Result<()> {
             load_s: session.load_time.as_secs_f64(),
             elapsed_s: generation.elapsed.as_secs_f64(),
             tokens_per_s,
+            nfe_saved: params.steps.saturating_sub(generation.nfe),
+            stopped_early: generation.stopped_early,
             cancelled: generation.cancelled,
             settings: Settings::from(&params),
         };
@@ -99,5 +147,5 @@ pub fn run(prompt: Option<String>, args: &RunArgs) -> Result<()> {
         writeln!(out, "{}", text.trim_end())?;
     }
     out.flush()?;
-    Ok(())
+    Ok(0)
 }

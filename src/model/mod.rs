@@ -9,6 +9,7 @@ pub mod attention;
 pub mod linear;
 pub mod llada;
 pub mod norm;
+pub mod qwen;
 pub mod random_weights;
 pub mod rotary;
 
@@ -27,6 +28,7 @@ use crate::registry::Arch;
 #[derive(Debug, Clone, PartialEq)]
 pub enum Config {
     Llada(llada::Config),
+    Qwen(qwen::Config),
 }
 
 impl Config {
@@ -39,6 +41,12 @@ impl Config {
                 cfg.validate().map_err(|e| anyhow!(e))?;
                 Ok(Config::Llada(cfg))
             }
+            Arch::Dream => {
+                let cfg: qwen::Config =
+                    serde_json::from_value(json.clone()).map_err(|e| anyhow!("{e}"))?;
+                cfg.validate().map_err(|e| anyhow!(e))?;
+                Ok(Config::Qwen(cfg))
+            }
         }
     }
 
@@ -46,6 +54,7 @@ impl Config {
     pub fn vocab_size(&self) -> usize {
         match self {
             Config::Llada(c) => c.embedding_rows(),
+            Config::Qwen(c) => c.vocab_size,
         }
     }
 
@@ -53,6 +62,7 @@ impl Config {
     pub fn parameters(&self) -> usize {
         match self {
             Config::Llada(c) => c.parameters(),
+            Config::Qwen(c) => c.parameters(),
         }
     }
 
@@ -60,12 +70,14 @@ impl Config {
     pub fn max_positions(&self) -> usize {
         match self {
             Config::Llada(c) => c.max_sequence_length,
+            Config::Qwen(c) => c.max_position_embeddings,
         }
     }
 }
 
 enum Network {
     Llada(llada::Model),
+    Qwen(qwen::Model),
 }
 
 /// A network on a device.
@@ -82,6 +94,7 @@ impl Model {
         let (device, dtype) = (vb.device().clone(), vb.dtype());
         let network = match config {
             Config::Llada(c) => Network::Llada(llada::Model::new(c, vb)?),
+            Config::Qwen(c) => Network::Qwen(qwen::Model::new(c, vb)?),
         };
         Ok(Self {
             network,
@@ -95,6 +108,7 @@ impl Model {
     pub fn hidden(&self, ids: &Tensor) -> candle_core::Result<Tensor> {
         match &self.network {
             Network::Llada(m) => m.hidden(ids),
+            Network::Qwen(m) => m.hidden(ids),
         }
     }
 
@@ -102,6 +116,7 @@ impl Model {
     pub fn head(&self, hidden: &Tensor) -> candle_core::Result<Tensor> {
         match &self.network {
             Network::Llada(m) => m.logits(hidden),
+            Network::Qwen(m) => m.logits(hidden),
         }
     }
 

@@ -8,7 +8,10 @@ use candle_nn::{Init, VarBuilder};
 /// Standard deviation of the random weights, as HF initialisers use.
 const STD: f64 = 0.02;
 
-struct RandomWeights;
+struct RandomWeights {
+    /// Name fragments of tensors to report missing.
+    absent: Vec<String>,
+}
 
 impl candle_nn::var_builder::SimpleBackend for RandomWeights {
     fn get(&self, shape: Shape, name: &str, _: Init, dtype: DType, dev: &Device) -> Result<Tensor> {
@@ -24,12 +27,13 @@ impl candle_nn::var_builder::SimpleBackend for RandomWeights {
         candle_core::bail!("random weights have no fixed shape for {name}")
     }
 
-    fn contains_tensor(&self, _: &str) -> bool {
-        true
+    fn contains_tensor(&self, name: &str) -> bool {
+        !self.absent.iter().any(|a| name.contains(a.as_str()))
     }
 }
 
-/// A builder that hands out fresh random tensors of `dtype` on `device`.
-pub fn random_var_builder(dtype: DType, device: &Device) -> VarBuilder<'static> {
-    VarBuilder::from_backend(Box::new(RandomWeights), dtype, device.clone())
+/// A builder that hands out fresh random tensors of `dtype` on `device`, and reports the
+/// tensors whose names contain one of `absent` as missing.
+pub fn random_var_builder(absent: &[String], dtype: DType, device: &Device) -> VarBuilder<'static> {
+    VarBuilder::from_backend(Box::new(RandomWeights { absent: absent.to_vec() }), dtype, device.clone())
 }

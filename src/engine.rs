@@ -1,0 +1,169 @@
+//! The engine thread: owns the loaded model and the conversation, runs one generation per
+//! request, and sends display-ready events ([`Frame`]s) out. Whoever listens (the live view)
+//! never touches the model, the tokenizer or a tensor.
+//!
+//! Cancelling is a per-request flag checked after every step; a closed event channel (the UI is
+//! gone) stops the generation at the next step as well.
+
+use std::ops::ControlFlow;
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::mpsc::Receiver;
+use std::sync::Arc;
+use std::thread::JoinHandle;
+use std::time::Duration;
+
+use anyhow::Result;
+
+use crate::canvas::{Frame, FrameBuilder};
+use crate::conversation::Conversation;
+use crate::diffusion::Params;
+use crate::session::Session;
+use crate::trace::TraceWriter;
+
+/// What the UI asks the engine for.
+#[derive(Debug, Clone)]
+pub enum Request {
+    /// Answer `user` as the next turn.
+    Ask { user: String, seed: u64, cancel: Arc<AtomicBool> },
+    /// Answer the last turn's message again with another seed; the new answer replaces it.
+    Regenerate { seed: u64, cancel: Arc<AtomicBool> },
+}
+
+/// Numbers of a finished generation.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Stats {
+    pub steps: usize,
+    pub nfe: usize,
+    /// Forward passes the reference schedule would have run beyond these.
+    pub nfe_saved: usize,
+    pub elapsed: Duration,
+    pub tokens_per_s: f64,
+    pub stopped_early: bool,
+}
+
+/// What the engine reports.
+#[derive(Debug, Clone, PartialEq)]
+pub enum EngineEvent {
+    /// A generation begins: the fully masked canvas.
+    Started(Frame),
+    /// The canvas after a step.
+    Frame(Frame),
+    /// The generation ended (completed, stopped early or cancelled).
+    Finished { answer: String, stats: Stats, cancelled: bool },
+    /// The request failed; the conversation is unchanged.
+    Failed(String),
+}
+
+/// Everything the engine thread owns.
+pub struct Engine {
+    pub session: Session,
+    pub conversation: Conversation,
+    /// Sampler parameters; each request sets its own seed.
+    pub params: Params,
+    /// Writes every step of the first generation as JSON lines (`--trace`).
+    pub trace: Option<PathBuf>,
+}
+
+impl Engine {
+    /// Runs requests until the request channel closes or `emit` reports the listener gone.
+    pub fn spawn(
+        mut self,
+        requests: Receiver<Request>,
+        emit: impl Fn(EngineEvent) -> bool + Send + 'static,
+    ) -> JoinHandle<()> {
+        std::thread::spawn(move || {
+            // (conversation before the last turn, its user message), for regenerating it.
+            let mut last: Option<(Conversation, String)> = None;
+            for request in requests {
+                let (user, seed, cancel) = match request {
+                    Request::Ask { user, seed, cancel } => {
+                        last = Some((self.conversation.clone(), user.clone()));
+                        (user, seed, cancel)
+                    }
+                    Request::Regenerate { seed, cancel } => match &last {
+                        Some((before, user)) => {
+                            self.conversation = before.clone();
+                            (user.clone(), seed, cancel)
+                        }
+                        None => {
+                            emit(EngineEvent::Failed("nothing to regenerate yet".into()));
+                            continue;
+                        }
+                    },
+                };
+                let event = match self.answer(&user, seed, &cancel, &emit) {
+                    Ok(event) => event,
+                    Err(e) => EngineEvent::Failed(format!("{e:#}")),
+                };
+                if !emit(event) {
+                    break;
+                }
+            }
+        })
+    }
+
+    /// One generation; the conversation records the turn unless it was cancelled.
+    fn answer(
+        &mut self,
+        user: &str,
+        seed: u64,
+        cancel: &AtomicBool,
+        emit: &impl Fn(EngineEvent) -> bool,
+    ) -> Result<EngineEvent> {
+        let (prompt_text, prompt) = self.conversation.prompt(user, &self.session.tokenizer)?;
+        let params = Params { seed, ..self.params.clone() };
+        let blocks = params.blocks();
+        let total = params.steps;
+        emit(EngineEvent::Started(Frame::blank(params.gen_length, blocks[0].clone(), blocks.len(), total)));
+        let mut trace = match self.trace.take() {
+            Some(path) => Some(TraceWriter::create(&path, &self.session, &prompt_text, &prompt, &params)?),
+            None => None,
+        };
+        // A second handle on the tokenizer, so the frame builder can read it while the session
+        // runs the model.
+        let tokenizer = self.session.tokenizer.clone();
+        let mut builder = FrameBuilder::new(&tokenizer, params.gen_length);
+        let mut failure = None;
+        let generation = self.session.generate(&prompt, &params, |step| {
+            let frame = match builder.frame(step) {
+                Ok(frame) => frame,
+                Err(e) => {
+                    failure = Some(e);
+                    return ControlFlow::Break(());
+                }
+            };
+            if let Some(trace) = trace.as_mut() {
+                if let Err(e) = trace.step(step, &frame) {
+                    failure = Some(e);
+                    return ControlFlow::Break(());
+                }
+            }
+            if !emit(EngineEvent::Frame(frame)) || cancel.load(Ordering::Relaxed) {
+                return ControlFlow::Break(());
+            }
+            ControlFlow::Continue(())
+        })?;
+        if let Some(e) = failure {
+            return Err(e);
+        }
+        let answer = tokenizer.answer(&generation.canvas)?;
+        if let Some(trace) = trace.as_mut() {
+            trace.end(&generation, &answer)?;
+        }
+        let cancelled = generation.cancelled;
+        if !cancelled {
+            self.conversation.record(user, &prompt, &generation.canvas, &answer, &tokenizer);
+        }
+        let (_, tokens_per_s) = crate::report::rates(&generation);
+        let stats = Stats {
+            steps: generation.steps,
+            nfe: generation.nfe,
+            nfe_saved: params.steps.saturating_sub(generation.nfe),
+            elapsed: generation.elapsed,
+            tokens_per_s,
+            stopped_early: generation.stopped_early,
+        };
+        Ok(EngineEvent::Finished { answer, stats, cancelled })
+    }
+}

@@ -1,0 +1,277 @@
+//! The Qwen2 / Qwen3 transformer body with **bidirectional** attention, as diffusion models built
+//! from those AR checkpoints use it: Dream, Dream-Coder and DiffuCoder (Qwen2, `model_type:
+//! Dream`) and the Tiny-A2D block-diffusion models (`a2d-qwen3` / `a2d-qwen2`).
+//!
+//! Mirrors HF `modeling_qwen2.py` / `modeling_qwen3.py` and Dream's `modeling_dream.py`
+//! (reference-spec 2.2-2.3; block-diffusion-spec 1.1) with the causal mask removed:
+//! - q/k/v projections with biases where the checkpoint has them (Qwen2), none on `o_proj`;
+//! - per-head RMSNorm on q and k before RoPE where the checkpoint has `q_norm`/`k_norm` (Qwen3);
+//! - RoPE with the half rotation, cos/sin computed in f32 then cast to the model dtype;
+//! - grouped-query attention; `head_dim` from config (Qwen3) or hidden / heads;
+//! - MLP `down(silu(gate(x)) * up(x))`; final `model.norm`; `lm_head`, or the embedding when
+//!   `tie_word_embeddings` and the file has no `lm_head.weight`.
+//!
+//! The logit shift of Dream (row i predicts position i + 1) is the sampler's business, not the
+//! network's. References: <https://huggingface.co/Dream-org/Dream-v0-Instruct-7B>,
+//! <https://github.com/DreamLM/Dream>, <https://github.com/ZHZisZZ/dllm>.
+
+use candle_core::{Module, Result, Tensor};
+use candle_nn::{embedding, Embedding, VarBuilder};
+use serde::Deserialize;
+
+use super::attention::attention;
+use super::linear::Linear;
+use super::norm::RmsNorm;
+use super::rotary::{RopeMath, RotaryEmbedding};
+
+/// config.json of a Qwen2/Qwen3-bodied checkpoint; field names are the HF keys.
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+pub struct Config {
+    pub hidden_size: usize,
+    pub intermediate_size: usize,
+    pub num_hidden_layers: usize,
+    pub num_attention_heads: usize,
+    pub num_key_value_heads: Option<usize>,
+    #[serde(default)]
+    pub head_dim: Option<usize>,
+    #[serde(default = "default_rope_theta")]
+    pub rope_theta: f64,
+    #[serde(default = "default_rms_norm_eps")]
+    pub rms_norm_eps: f64,
+    pub vocab_size: usize,
+    #[serde(default)]
+    pub tie_word_embeddings: bool,
+    #[serde(default = "default_max_position_embeddings")]
+    pub max_position_embeddings: usize,
+    #[serde(default)]
+    pub hidden_act: Option<String>,
+    #[serde(default)]
+    pub use_sliding_window: bool,
+    #[serde(default)]
+    pub rope_scaling: Option<serde_json::Value>,
+}
+
+fn default_rope_theta() -> f64 {
+    10_000.0
+}
+fn default_rms_norm_eps() -> f64 {
+    1e-6
+}
+fn default_max_position_embeddings() -> usize {
+    32_768
+}
+
+impl Config {
+    pub fn kv_heads(&self) -> usize {
+        self.num_key_value_heads.unwrap_or(self.num_attention_heads)
+    }
+
+    pub fn head_dim(&self) -> usize {
+        self.head_dim.unwrap_or(self.hidden_size / self.num_attention_heads.max(1))
+    }
+
+    /// Number of weights, assuming Qwen2's biases and an untied head where the config says so.
+    pub fn parameters(&self) -> usize {
+        let (d, hd, h, kv) = (self.hidden_size, self.head_dim(), self.num_attention_heads, self.kv_heads());
+        let attn = d * h * hd * 2 + d * kv * hd * 2 + (h + 2 * kv) * hd;
+        let block = attn + 3 * d * self.intermediate_size + 2 * d;
+        let heads = if self.tie_word_embeddings { 1 } else { 2 };
+        heads * self.vocab_size * d + self.num_hidden_layers * block + d
+    }
+
+    /// Rejects settings this implementation does not compute, naming the config key.
+    pub fn validate(&self) -> std::result::Result<(), String> {
+        if let Some(act) = self.hidden_act.as_deref().filter(|a| *a != "silu") {
+            return Err(format!("`hidden_act` = \"{act}\" is not supported (silu only)"));
+        }
+        if self.use_sliding_window {
+            return Err("`use_sliding_window` = true is not supported".into());
+        }
+        if self.rope_scaling.as_ref().is_some_and(|v| !v.is_null()) {
+            return Err("`rope_scaling` is not supported".into());
+        }
+        let (h, kv) = (self.num_attention_heads, self.kv_heads());
+        if h == 0 || kv == 0 || !h.is_multiple_of(kv) {
+            return Err(format!("num_attention_heads {h} is not a multiple of num_key_value_heads {kv}"));
+        }
+        if self.head_dim.is_none() && !self.hidden_size.is_multiple_of(h) {
+            return Err(format!("hidden_size {} is not a multiple of num_attention_heads {h}", self.hidden_size));
+        }
+        if !self.head_dim().is_multiple_of(2) {
+            return Err(format!("head dimension {} must be even for RoPE", self.head_dim()));
+        }
+        Ok(())
+    }
+}
+
+#[derive(Debug, Clone)]
+struct Attention {
+    q_proj: Linear,
+    k_proj: Linear,
+    v_proj: Linear,
+    o_proj: Linear,
+    /// Qwen3: RMSNorm over each head's q and k.
+    qk_norm: Option<(RmsNorm, RmsNorm)>,
+    heads: usize,
+    kv_heads: usize,
+    head_dim: usize,
+}
+
+impl Attention {
+    fn new(cfg: &Config, vb: VarBuilder) -> Result<Self> {
+        let (d, hd, h, kv) = (cfg.hidden_size, cfg.head_dim(), cfg.num_attention_heads, cfg.kv_heads());
+        let bias = vb.contains_tensor("q_proj.bias");
+        let qk_norm = match vb.contains_tensor("q_norm.weight") {
+            true => Some((
+                RmsNorm::new(hd, cfg.rms_norm_eps, vb.pp("q_norm"))?,
+                RmsNorm::new(hd, cfg.rms_norm_eps, vb.pp("k_norm"))?,
+            )),
+            false => None,
+        };
+        Ok(Self {
+            q_proj: Linear::new(d, h * hd, bias, vb.pp("q_proj"))?,
+            k_proj: Linear::new(d, kv * hd, bias, vb.pp("k_proj"))?,
+            v_proj: Linear::new(d, kv * hd, bias, vb.pp("v_proj"))?,
+            o_proj: Linear::new(h * hd, d, false, vb.pp("o_proj"))?,
+            qk_norm,
+            heads: h,
+            kv_heads: kv,
+            head_dim: hd,
+        })
+    }
+
+    fn forward(&self, x: &Tensor, rope: &RotaryEmbedding, cos: &Tensor, sin: &Tensor) -> Result<Tensor> {
+        let (b, t, _) = x.dims3()?;
+        let split = |proj: &Linear, heads: usize, norm: Option<&RmsNorm>| -> Result<Tensor> {
+            let y = proj.forward(x)?.reshape((b, t, heads, self.head_dim))?;
+            let y = match norm {
+                Some(n) => n.forward(&y)?,
+                None => y,
+            };
+            y.transpose(1, 2)
+        };
+        let (qn, kn) = match &self.qk_norm {
+            Some((q, k)) => (Some(q), Some(k)),
+            None => (None, None),
+        };
+        let q = rope.apply(&split(&self.q_proj, self.heads, qn)?, cos, sin)?;
+        let k = rope.apply(&split(&self.k_proj, self.kv_heads, kn)?, cos, sin)?;
+        let v = split(&self.v_proj, self.kv_heads, None)?;
+        let y = attention(&q, &k, &v, None)?;
+        y.transpose(1, 2)?.reshape((b, t, self.heads * self.head_dim))?.apply(&self.o_proj)
+    }
+}
+
+#[derive(Debug, Clone)]
+struct Layer {
+    input_layernorm: RmsNorm,
+    self_attn: Attention,
+    post_attention_layernorm: RmsNorm,
+    gate_proj: Linear,
+    up_proj: Linear,
+    down_proj: Linear,
+}
+
+impl Layer {
+    fn new(cfg: &Config, vb: VarBuilder) -> Result<Self> {
+        let (d, m) = (cfg.hidden_size, cfg.intermediate_size);
+        let mlp = vb.pp("mlp");
+        Ok(Self {
+            input_layernorm: RmsNorm::new(d, cfg.rms_norm_eps, vb.pp("input_layernorm"))?,
+            self_attn: Attention::new(cfg, vb.pp("self_attn"))?,
+            post_attention_layernorm: RmsNorm::new(d, cfg.rms_norm_eps, vb.pp("post_attention_layernorm"))?,
+            gate_proj: Linear::new(d, m, false, mlp.pp("gate_proj"))?,
+            up_proj: Linear::new(d, m, false, mlp.pp("up_proj"))?,
+            down_proj: Linear::new(m, d, false, mlp.pp("down_proj"))?,
+        })
+    }
+
+    fn forward(&self, x: &Tensor, rope: &RotaryEmbedding, cos: &Tensor, sin: &Tensor) -> Result<Tensor> {
+        let residual = x;
+        let x = (residual + self.self_attn.forward(&x.apply(&self.input_layernorm)?, rope, cos, sin)?)?;
+        let h = x.apply(&self.post_attention_layernorm)?;
+        let gate = h.apply(&self.gate_proj)?.silu()?;
+        let up = h.apply(&self.up_proj)?;
+        x + (gate * up)?.apply(&self.down_proj)?
+    }
+}
+
+/// The network: ids in, final-norm hidden states or logits out.
+#[derive(Debug, Clone)]
+pub struct Model {
+    embed_tokens: Embedding,
+    layers: Vec<Layer>,
+    norm: RmsNorm,
+    lm_head: Linear,
+    rope: RotaryEmbedding,
+}
+
+impl Model {
+    pub fn new(cfg: &Config, vb: VarBuilder) -> Result<Self> {
+        let body = vb.pp("model");
+        let embed_tokens = embedding(cfg.vocab_size, cfg.hidden_size, body.pp("embed_tokens"))?;
+        let layers = (0..cfg.num_hidden_layers)
+            .map(|i| Layer::new(cfg, body.pp("layers").pp(i)))
+            .collect::<Result<Vec<_>>>()?;
+        let lm_head = match cfg.tie_word_embeddings && !vb.contains_tensor("lm_head.weight") {
+            true => Linear::from_weight(embed_tokens.embeddings(), None)?,
+            false => Linear::new(cfg.hidden_size, cfg.vocab_size, false, vb.pp("lm_head"))?,
+        };
+        Ok(Self {
+            embed_tokens,
+            layers,
+            norm: RmsNorm::new(cfg.hidden_size, cfg.rms_norm_eps, body.pp("norm"))?,
+            lm_head,
+            rope: RotaryEmbedding::new(cfg.head_dim(), cfg.rope_theta, RopeMath::ModelDtype),
+        })
+    }
+
+    /// Final-norm hidden states `[batch, seq, hidden]` for `ids` `[batch, seq]` at positions
+    /// `0..seq`.
+    pub fn hidden(&self, ids: &Tensor) -> Result<Tensor> {
+        let (_, t) = ids.dims2()?;
+        let (cos, sin) = self.rope.tables(0..t, ids.device())?;
+        let mut x = self.embed_tokens.forward(ids)?;
+        for layer in &self.layers {
+            x = layer.forward(&x, &self.rope, &cos, &sin)?;
+        }
+        x.apply(&self.norm)
+    }
+
+    /// LM-head logits for hidden states `[batch, rows, hidden]`.
+    pub fn logits(&self, hidden: &Tensor) -> Result<Tensor> {
+        hidden.apply(&self.lm_head)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use candle_core::{DType, Device};
+
+    #[test]
+    fn head_dim_defaults_to_hidden_over_heads_and_config_checks_name_keys() {
+        let mut cfg: Config = serde_json::from_value(serde_json::json!({
+            "hidden_size": 16, "intermediate_size": 32, "num_hidden_layers": 1,
+            "num_attention_heads": 4, "num_key_value_heads": 2, "vocab_size": 10
+        }))
+        .expect("valid config");
+        assert_eq!((cfg.head_dim(), cfg.kv_heads()), (4, 2));
+        assert!(cfg.validate().is_ok());
+        cfg.hidden_act = Some("gelu".into());
+        assert!(cfg.validate().expect_err("gelu").contains("hidden_act"));
+    }
+
+    #[test]
+    fn shapes_flow_from_ids_to_logits() -> anyhow::Result<()> {
+        let cfg: Config = serde_json::from_value(serde_json::json!({
+            "hidden_size": 8, "intermediate_size": 12, "num_hidden_layers": 2, "head_dim": 4,
+            "num_attention_heads": 4, "num_key_value_heads": 1, "vocab_size": 11, "tie_word_embeddings": true
+        }))?;
+        let model = Model::new(&cfg, VarBuilder::zeros(DType::F32, &Device::Cpu))?;
+        let h = model.hidden(&Tensor::new(&[[1u32, 2, 3]], &Device::Cpu)?)?;
+        assert_eq!(h.dims(), &[1, 3, 8]);
+        assert_eq!(model.logits(&h)?.dims(), &[1, 3, 11]);
+        Ok(())
+    }
+}
