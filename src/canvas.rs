@@ -37,7 +37,12 @@ pub struct Cell {
 
 impl Cell {
     pub fn masked() -> Cell {
-        Cell { text: String::new(), revealed_at: None, confidence: 0.0, stop: false }
+        Cell {
+            text: String::new(),
+            revealed_at: None,
+            confidence: 0.0,
+            stop: false,
+        }
     }
 
     pub fn is_masked(&self) -> bool {
@@ -62,7 +67,12 @@ pub struct Frame {
 
 impl Frame {
     /// The fully masked canvas before the first step.
-    pub fn blank(gen_length: usize, first_block: Range<usize>, blocks: usize, total: usize) -> Frame {
+    pub fn blank(
+        gen_length: usize,
+        first_block: Range<usize>,
+        blocks: usize,
+        total: usize,
+    ) -> Frame {
         Frame {
             step: 0,
             total,
@@ -81,7 +91,11 @@ impl Frame {
 
     /// The answer: the text before the first stop token (masked positions count as nothing).
     pub fn answer(&self) -> String {
-        self.cells.iter().take_while(|c| !c.stop).map(|c| c.text.as_str()).collect()
+        self.cells
+            .iter()
+            .take_while(|c| !c.stop)
+            .map(|c| c.text.as_str())
+            .collect()
     }
 
     /// Canvas tokens revealed per second so far.
@@ -105,7 +119,12 @@ pub struct FrameBuilder<'a> {
 
 impl<'a> FrameBuilder<'a> {
     pub fn new(tok: &'a Tokenizer, gen_length: usize) -> Self {
-        Self { tok, texts: HashMap::new(), revealed_at: vec![None; gen_length], confidence: vec![0.0; gen_length] }
+        Self {
+            tok,
+            texts: HashMap::new(),
+            revealed_at: vec![None; gen_length],
+            confidence: vec![0.0; gen_length],
+        }
     }
 
     fn text(&mut self, id: u32) -> Result<String> {
@@ -158,7 +177,9 @@ impl<'a> FrameBuilder<'a> {
                 i += 1;
                 continue;
             }
-            let run_end = (i + 1..cells.len()).find(|&j| cells[j].is_masked()).unwrap_or(cells.len());
+            let run_end = (i + 1..cells.len())
+                .find(|&j| cells[j].is_masked())
+                .unwrap_or(cells.len());
             let fixed = (i + 1..run_end.min(i + MAX_SPLIT)).find_map(|j| {
                 let text = self.tok.decode(&ids[i..=j]).ok()?;
                 (!text.contains('\u{FFFD}')).then_some((j, text))

@@ -99,6 +99,7 @@ impl Conversation {
     }
 
     /// The ids `carry-tokens` will put before the next turn.
+    #[cfg(test)]
     pub fn carried(&self) -> &[u32] {
         &self.carried
     }

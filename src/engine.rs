@@ -25,7 +25,11 @@ use crate::trace::TraceWriter;
 #[derive(Debug, Clone)]
 pub enum Request {
     /// Answer `user` as the next turn.
-    Ask { user: String, seed: u64, cancel: Arc<AtomicBool> },
+    Ask {
+        user: String,
+        seed: u64,
+        cancel: Arc<AtomicBool>,
+    },
     /// Answer the last turn's message again with another seed; the new answer replaces it.
     Regenerate { seed: u64, cancel: Arc<AtomicBool> },
 }
@@ -50,7 +54,11 @@ pub enum EngineEvent {
     /// The canvas after a step.
     Frame(Frame),
     /// The generation ended (completed, stopped early or cancelled).
-    Finished { answer: String, stats: Stats, cancelled: bool },
+    Finished {
+        answer: String,
+        stats: Stats,
+        cancelled: bool,
+    },
     /// The request failed; the conversation is unchanged.
     Failed(String),
 }
@@ -112,12 +120,26 @@ impl Engine {
         emit: &impl Fn(EngineEvent) -> bool,
     ) -> Result<EngineEvent> {
         let (prompt_text, prompt) = self.conversation.prompt(user, &self.session.tokenizer)?;
-        let params = Params { seed, ..self.params.clone() };
+        let params = Params {
+            seed,
+            ..self.params.clone()
+        };
         let blocks = params.blocks();
         let total = params.steps;
-        emit(EngineEvent::Started(Frame::blank(params.gen_length, blocks[0].clone(), blocks.len(), total)));
+        emit(EngineEvent::Started(Frame::blank(
+            params.gen_length,
+            blocks[0].clone(),
+            blocks.len(),
+            total,
+        )));
         let mut trace = match self.trace.take() {
-            Some(path) => Some(TraceWriter::create(&path, &self.session, &prompt_text, &prompt, &params)?),
+            Some(path) => Some(TraceWriter::create(
+                &path,
+                &self.session,
+                &prompt_text,
+                &prompt,
+                &params,
+            )?),
             None => None,
         };
         // A second handle on the tokenizer, so the frame builder can read it while the session
@@ -153,7 +175,8 @@ impl Engine {
         }
         let cancelled = generation.cancelled;
         if !cancelled {
-            self.conversation.record(user, &prompt, &generation.canvas, &answer, &tokenizer);
+            self.conversation
+                .record(user, &prompt, &generation.canvas, &answer, &tokenizer);
         }
         let (_, tokens_per_s) = crate::report::rates(&generation);
         let stats = Stats {
@@ -164,6 +187,10 @@ impl Engine {
             tokens_per_s,
             stopped_early: generation.stopped_early,
         };
-        Ok(EngineEvent::Finished { answer, stats, cancelled })
+        Ok(EngineEvent::Finished {
+            answer,
+            stats,
+            cancelled,
+        })
     }
 }

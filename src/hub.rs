@@ -316,7 +316,12 @@ pub fn download(repo: &str, revision: &str) -> Result<()> {
             .map(|f| f.to_string()),
     );
     if !listed.contains(TOKENIZER) {
-        wanted.extend(SLOW_TOKENIZER.iter().filter(|f| listed.contains(**f)).map(|f| f.to_string()));
+        wanted.extend(
+            SLOW_TOKENIZER
+                .iter()
+                .filter(|f| listed.contains(**f))
+                .map(|f| f.to_string()),
+        );
     }
     if listed.contains(WEIGHTS_INDEX) {
         let index = fetch(&api, &remote, WEIGHTS_INDEX)?;

@@ -68,7 +68,10 @@ fn run(cli: Cli) -> Result<u8> {
     }
     match cli.command {
         // No prompt on a terminal: the interactive session.
-        None if cli.prompt.is_none() && std::io::stdin().is_terminal() && std::io::stdout().is_terminal() => {
+        None if cli.prompt.is_none()
+            && std::io::stdin().is_terminal()
+            && std::io::stdout().is_terminal() =>
+        {
             cmd::chat::run(&cli.run.into_chat())
         }
         None => cmd::oneshot::run(cli.prompt, &cli.run),

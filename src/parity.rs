@@ -11,9 +11,9 @@ use candle_core::{Device, IndexOp, Tensor, D};
 use serde_json::Value;
 
 use crate::diffusion::{Params, Strategy};
-use crate::settings::Defaults;
 use crate::hub::Source;
 use crate::session::{Checkpoint, LoadOptions, Session};
+use crate::settings::Defaults;
 
 /// Fixture folders (those holding a `cases.json`) of one family.
 fn fixtures(family: &str) -> Result<Vec<(PathBuf, Value)>> {
@@ -108,7 +108,11 @@ fn sample(session: &mut Session, prompt: &[u32], p: &Params) -> Result<(Vec<u32>
 
 /// The first step where `ours` leaves the reference trace, for a readable failure.
 fn divergence(reference: &Value, ours: &[Vec<[u32; 2]>]) -> String {
-    let steps = reference.as_array().into_iter().flatten().filter(|s| s["transfer"].as_array().is_some_and(|t| !t.is_empty()));
+    let steps = reference
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter(|s| s["transfer"].as_array().is_some_and(|t| !t.is_empty()));
     for (i, step) in steps.enumerate() {
         let mut want: Vec<[u32; 2]> = step["transfer"]
             .as_array()
@@ -160,15 +164,27 @@ fn case_prompt(session: &Session, case: &Value) -> Result<(String, Vec<u32>)> {
 
 /// Reference forward passes that committed nothing: dcoder skips them (nothing could change).
 fn idle_steps(trace: &Value) -> usize {
-    trace.as_array().into_iter().flatten().filter(|s| s["transfer"].as_array().is_some_and(Vec::is_empty)).count()
+    trace
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter(|s| s["transfer"].as_array().is_some_and(Vec::is_empty))
+        .count()
 }
 
 fn forward_checks(family: &str) -> Result<()> {
     for (dir, cases) in fixtures(family)? {
         let session = open(&dir)?;
-        let tol = cases["tolerances"]["final_norm_hidden_abs"].as_f64().unwrap_or(1e-4);
-        let logit_tol = cases["tolerances"]["max_logit_abs"].as_f64().unwrap_or(1e-3);
-        for check in cases["forward_checks"].as_array().context("forward_checks")? {
+        let tol = cases["tolerances"]["final_norm_hidden_abs"]
+            .as_f64()
+            .unwrap_or(1e-4);
+        let logit_tol = cases["tolerances"]["max_logit_abs"]
+            .as_f64()
+            .unwrap_or(1e-3);
+        for check in cases["forward_checks"]
+            .as_array()
+            .context("forward_checks")?
+        {
             let id = &check["id"];
             let input = ids(&check["input_ids"]);
             let t = Tensor::from_vec(input.clone(), (1, input.len()), &Device::Cpu)?;
@@ -176,13 +192,24 @@ fn forward_checks(family: &str) -> Result<()> {
             let want: Vec<Vec<f32>> = serde_json::from_value(check["final_norm_hidden"].clone())?;
             let want = Tensor::new(want, &Device::Cpu)?;
             let err = (&hidden - &want)?.abs()?.max_all()?.to_scalar::<f32>()?;
-            assert!(f64::from(err) <= tol, "{} {id}: hidden states differ by {err}", dir.display());
+            assert!(
+                f64::from(err) <= tol,
+                "{} {id}: hidden states differ by {err}",
+                dir.display()
+            );
             let logits = session.model.head(&hidden.unsqueeze(0)?)?.i(0)?;
-            assert_eq!(ids(&check["argmax"]), logits.argmax(D::Minus1)?.to_vec1::<u32>()?, "{id}: argmax");
+            assert_eq!(
+                ids(&check["argmax"]),
+                logits.argmax(D::Minus1)?.to_vec1::<u32>()?,
+                "{id}: argmax"
+            );
             let max: Vec<f32> = logits.max(D::Minus1)?.to_vec1()?;
             let want_max: Vec<f64> = serde_json::from_value(check["max_logit"].clone())?;
             for (got, want) in max.iter().zip(&want_max) {
-                assert!((f64::from(*got) - want).abs() <= logit_tol, "{id}: max logit {got} vs {want}");
+                assert!(
+                    (f64::from(*got) - want).abs() <= logit_tol,
+                    "{id}: max logit {got} vs {want}"
+                );
             }
         }
     }
@@ -195,17 +222,39 @@ fn single_prompt_cases(family: &str, sampler: &str) -> Result<usize> {
     let mut ran = 0;
     for (dir, cases) in fixtures(family)? {
         let mut session = open(&dir)?;
-        for case in cases["cases"].as_array().context("cases")?.iter().filter(|c| c["sampler"] == sampler) {
+        for case in cases["cases"]
+            .as_array()
+            .context("cases")?
+            .iter()
+            .filter(|c| c["sampler"] == sampler)
+        {
             let id = &case["id"];
             let (text, prompt) = case_prompt(&session, case)?;
-            assert_eq!(text, case["prompt_text"].as_str().unwrap_or_default(), "{id}: prompt text");
+            assert_eq!(
+                text,
+                case["prompt_text"].as_str().unwrap_or_default(),
+                "{id}: prompt text"
+            );
             assert_eq!(prompt, ids(&case["prompt_ids"]), "{id}: prompt ids");
             let p = session.params(&case_flags(&case["settings"])?, 0)?;
             let (canvas, nfe, trace) = sample(&mut session, &prompt, &p)?;
-            assert_eq!(canvas, ids(&case["generated_ids"]), "{id}: {}", divergence(&case["trace"], &trace));
+            assert_eq!(
+                canvas,
+                ids(&case["generated_ids"]),
+                "{id}: {}",
+                divergence(&case["trace"], &trace)
+            );
             let reference_nfe = case["nfe"].as_u64().context("nfe")? as usize;
-            assert_eq!(nfe, reference_nfe - idle_steps(&case["trace"]), "{id}: forward passes");
-            assert_eq!(session.tokenizer.decode(&canvas)?, case["text_skip_special"].as_str().unwrap_or_default(), "{id}: text");
+            assert_eq!(
+                nfe,
+                reference_nfe - idle_steps(&case["trace"]),
+                "{id}: forward passes"
+            );
+            assert_eq!(
+                session.tokenizer.decode(&canvas)?,
+                case["text_skip_special"].as_str().unwrap_or_default(),
+                "{id}: text"
+            );
             ran += 1;
         }
     }
@@ -241,18 +290,42 @@ fn llada_chat_carries_tokens_like_chat_py() -> Result<()> {
     let mut ran = 0;
     for (dir, cases) in fixtures("llada")? {
         let mut session = open(&dir)?;
-        for case in cases["cases"].as_array().context("cases")?.iter().filter(|c| c["sampler"] == "llada.chat") {
+        for case in cases["cases"]
+            .as_array()
+            .context("cases")?
+            .iter()
+            .filter(|c| c["sampler"] == "llada.chat")
+        {
             let p = session.params(&case_flags(&case["settings"])?, 0)?;
             let mut conversation = session.conversation(false, None)?;
-            for (turn, want) in case["turns"].as_array().context("turns")?.iter().enumerate() {
+            for (turn, want) in case["turns"]
+                .as_array()
+                .context("turns")?
+                .iter()
+                .enumerate()
+            {
                 let user = want["user"].as_str().context("user")?;
                 let (_, prompt) = conversation.prompt(user, &session.tokenizer)?;
-                assert_eq!(prompt, ids(&want["prompt_ids"]), "{} turn {turn}: prompt", case["id"]);
+                assert_eq!(
+                    prompt,
+                    ids(&want["prompt_ids"]),
+                    "{} turn {turn}: prompt",
+                    case["id"]
+                );
                 let (canvas, _, trace) = sample(&mut session, &prompt, &p)?;
-                assert_eq!(canvas, ids(&want["generated_ids"]), "turn {turn}: {}", divergence(&want["trace"], &trace));
+                assert_eq!(
+                    canvas,
+                    ids(&want["generated_ids"]),
+                    "turn {turn}: {}",
+                    divergence(&want["trace"], &trace)
+                );
                 let answer = session.tokenizer.answer(&canvas)?;
                 conversation.record(user, &prompt, &canvas, &answer, &session.tokenizer);
-                assert_eq!(conversation.carried(), ids(&want["carried_ids"]).as_slice(), "turn {turn}: carried ids");
+                assert_eq!(
+                    conversation.carried(),
+                    ids(&want["carried_ids"]).as_slice(),
+                    "turn {turn}: carried ids"
+                );
             }
             ran += 1;
         }

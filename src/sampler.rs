@@ -76,7 +76,10 @@ impl LladaRule<'_> {
             logits.argmax_keepdim(D::Minus1)?
         } else {
             let rows = logits.to_vec2::<f32>()?;
-            let chosen: Vec<u32> = rows.iter().map(|row| gumbel_argmax(row, self.temperature, rng)).collect();
+            let chosen: Vec<u32> = rows
+                .iter()
+                .map(|row| gumbel_argmax(row, self.temperature, rng))
+                .collect();
             Tensor::from_vec(chosen, (rows.len(), 1), logits.device())?
         };
         let token_ids: Vec<u32> = tokens.flatten_all()?.to_vec1()?;
@@ -84,7 +87,11 @@ impl LladaRule<'_> {
             Strategy::Random => token_ids.iter().map(|_| rng.random::<f32>()).collect(),
             _ => probability_of(&with_bias(&logits, self.confidence_bias)?, &tokens)?.to_vec1()?,
         };
-        Ok(token_ids.into_iter().zip(confidences).map(|(token, confidence)| Decision { token, confidence }).collect())
+        Ok(token_ids
+            .into_iter()
+            .zip(confidences)
+            .map(|(token, confidence)| Decision { token, confidence })
+            .collect())
     }
 }
 
@@ -147,13 +154,21 @@ impl DreamRule<'_> {
     fn decide_greedy(&self, logits: &Tensor) -> Result<Vec<Decision>> {
         let tokens = logits.argmax_keepdim(D::Minus1)?;
         let max = logits.max_keepdim(D::Minus1)?;
-        let log_z = (&max + logits.broadcast_sub(&max)?.exp()?.sum_keepdim(D::Minus1)?.log()?)?;
+        let log_z = (&max
+            + logits
+                .broadcast_sub(&max)?
+                .exp()?
+                .sum_keepdim(D::Minus1)?
+                .log()?)?;
         let confidence = match self.strategy {
             Strategy::Margin => {
                 let vocab = logits.dim(D::Minus1)? as u32;
                 let ids = Tensor::arange(0u32, vocab, logits.device())?;
                 let top = tokens.broadcast_eq(&ids.unsqueeze(0)?)?;
-                let rest = top.where_cond(&Tensor::full(f32::NEG_INFINITY, logits.shape(), logits.device())?, logits)?;
+                let rest = top.where_cond(
+                    &Tensor::full(f32::NEG_INFINITY, logits.shape(), logits.device())?,
+                    logits,
+                )?;
                 let second = rest.max_keepdim(D::Minus1)?;
                 (max.broadcast_sub(&log_z)?.exp()? - second.broadcast_sub(&log_z)?.exp()?)?
             }
@@ -165,13 +180,21 @@ impl DreamRule<'_> {
         };
         let tokens: Vec<u32> = tokens.flatten_all()?.to_vec1()?;
         let confidence: Vec<f32> = confidence.flatten_all()?.to_vec1()?;
-        Ok(tokens.into_iter().zip(confidence).map(|(token, confidence)| Decision { token, confidence }).collect())
+        Ok(tokens
+            .into_iter()
+            .zip(confidence)
+            .map(|(token, confidence)| Decision { token, confidence })
+            .collect())
     }
 
     fn decide_row(&self, row: &[f32], rng: &mut impl Rng) -> Decision {
         // 1. temperature, in f32 as `logits / temperature`.
         let t = self.temperature as f32;
-        let scaled: Vec<f32> = if t > 0.0 { row.iter().map(|&l| l / t).collect() } else { row.to_vec() };
+        let scaled: Vec<f32> = if t > 0.0 {
+            row.iter().map(|&l| l / t).collect()
+        } else {
+            row.to_vec()
+        };
         // 2-3. top-p then top-k: the surviving ids (all of them without filters). torch keeps
         // every logit >= the k-th largest, so ties at the top-k cut stay.
         let mut kept: Vec<usize> = match self.top_p.filter(|&p| p < 1.0) {
@@ -185,23 +208,37 @@ impl DreamRule<'_> {
             kept.retain(|&i| scaled[i] >= cut);
         }
         // 4. softmax over the survivors (the removed ones have probability 0).
-        let max = kept.iter().map(|&i| scaled[i]).fold(f32::NEG_INFINITY, f32::max);
+        let max = kept
+            .iter()
+            .map(|&i| scaled[i])
+            .fold(f32::NEG_INFINITY, f32::max);
         let exps: Vec<f32> = kept.iter().map(|&i| (scaled[i] - max).exp()).collect();
         let z: f32 = exps.iter().sum();
         let probs: Vec<f32> = exps.iter().map(|e| e / z).collect();
         // 5. the token: sampled, or the first (lowest id) of the most likely.
-        let best = (0..kept.len()).max_by(|&a, &b| probs[a].total_cmp(&probs[b]).then(kept[b].cmp(&kept[a])));
+        let best = (0..kept.len())
+            .max_by(|&a, &b| probs[a].total_cmp(&probs[b]).then(kept[b].cmp(&kept[a])));
         let best = best.unwrap_or(0);
-        let pick = if t > 0.0 { sample_index(&probs, rng) } else { best };
+        let pick = if t > 0.0 {
+            sample_index(&probs, rng)
+        } else {
+            best
+        };
         let confidence = match self.strategy {
             Strategy::Margin => {
-                let second = (0..probs.len()).filter(|&i| i != best).map(|i| probs[i]).fold(0.0, f32::max);
+                let second = (0..probs.len())
+                    .filter(|&i| i != best)
+                    .map(|i| probs[i])
+                    .fold(0.0, f32::max);
                 probs[best] - second
             }
             Strategy::Entropy => probs.iter().map(|&p| p * (p + 1e-10).ln()).sum(),
             _ => probs[pick],
         };
-        Decision { token: kept[pick] as u32, confidence }
+        Decision {
+            token: kept[pick] as u32,
+            confidence,
+        }
     }
 }
 
@@ -285,11 +322,22 @@ mod tests {
     use rand::{rngs::StdRng, SeedableRng};
 
     fn llada(strategy: Strategy) -> LladaRule<'static> {
-        LladaRule { temperature: 0.0, strategy, logit_bias: None, confidence_bias: None }
+        LladaRule {
+            temperature: 0.0,
+            strategy,
+            logit_bias: None,
+            confidence_bias: None,
+        }
     }
 
     fn dream(strategy: Strategy) -> DreamRule<'static> {
-        DreamRule { temperature: 0.0, top_p: None, top_k: None, strategy, logit_bias: None }
+        DreamRule {
+            temperature: 0.0,
+            top_p: None,
+            top_k: None,
+            strategy,
+            logit_bias: None,
+        }
     }
 
     fn rng() -> StdRng {
@@ -298,7 +346,10 @@ mod tests {
 
     #[test]
     fn greedy_picks_argmax_with_its_softmax_probability() -> anyhow::Result<()> {
-        let logits = Tensor::new(&[[0.1f32, 0.2, 0.3, 0.4], [2.0, 0.0, 0.0, 0.0]], &Device::Cpu)?;
+        let logits = Tensor::new(
+            &[[0.1f32, 0.2, 0.3, 0.4], [2.0, 0.0, 0.0, 0.0]],
+            &Device::Cpu,
+        )?;
         let d = llada(Strategy::Confidence).decide(&logits, &mut rng())?;
         assert_eq!((d[0].token, d[1].token), (3, 0));
         let z: f32 = [0.1f32, 0.2, 0.3, 0.4].iter().map(|l| l.exp()).sum();
@@ -310,8 +361,14 @@ mod tests {
     #[test]
     fn ties_go_to_the_lowest_index() -> anyhow::Result<()> {
         let logits = Tensor::new(&[[1f32, 3.0, 3.0, 0.0]], &Device::Cpu)?;
-        assert_eq!(llada(Strategy::Confidence).decide(&logits, &mut rng())?[0].token, 1);
-        assert_eq!(dream(Strategy::Confidence).decide(&logits, &mut rng())?[0].token, 1);
+        assert_eq!(
+            llada(Strategy::Confidence).decide(&logits, &mut rng())?[0].token,
+            1
+        );
+        assert_eq!(
+            dream(Strategy::Confidence).decide(&logits, &mut rng())?[0].token,
+            1
+        );
         Ok(())
     }
 
@@ -319,7 +376,10 @@ mod tests {
     fn logit_bias_removes_a_token_from_choice_and_softmax() -> anyhow::Result<()> {
         let logits = Tensor::new(&[[5f32, 1.0, 1.0]], &Device::Cpu)?;
         let bias = neg_inf_bias(&[0], 3, &Device::Cpu)?;
-        let r = LladaRule { logit_bias: Some(&bias), ..llada(Strategy::Confidence) };
+        let r = LladaRule {
+            logit_bias: Some(&bias),
+            ..llada(Strategy::Confidence)
+        };
         let d = r.decide(&logits, &mut rng())?;
         assert_eq!(d[0].token, 1);
         assert!((d[0].confidence - 0.5).abs() < 1e-6);
@@ -330,11 +390,17 @@ mod tests {
     fn confidence_bias_zeroes_a_chosen_token_and_renormalises_others() -> anyhow::Result<()> {
         let logits = Tensor::new(&[[5f32, 1.0, 0.0], [0.0, 2.0, 2.0]], &Device::Cpu)?;
         let bias = neg_inf_bias(&[0], 3, &Device::Cpu)?;
-        let r = LladaRule { confidence_bias: Some(&bias), ..llada(Strategy::Confidence) };
+        let r = LladaRule {
+            confidence_bias: Some(&bias),
+            ..llada(Strategy::Confidence)
+        };
         let d = r.decide(&logits, &mut rng())?;
         assert_eq!((d[0].token, d[0].confidence), (0, 0.0));
         assert_eq!(d[1].token, 1);
-        assert!((d[1].confidence - 0.5).abs() < 1e-6, "token 0 left the softmax");
+        assert!(
+            (d[1].confidence - 0.5).abs() < 1e-6,
+            "token 0 left the softmax"
+        );
         Ok(())
     }
 
@@ -349,13 +415,23 @@ mod tests {
     fn sampling_is_seeded_and_follows_the_distribution() -> anyhow::Result<()> {
         // p = softmax([0, ln 3]) = [0.25, 0.75]
         let logits = Tensor::new(&[[0f32, 3f32.ln()]], &Device::Cpu)?;
-        let l = LladaRule { temperature: 1.0, ..llada(Strategy::Confidence) };
-        let d = DreamRule { temperature: 1.0, ..dream(Strategy::Confidence) };
+        let l = LladaRule {
+            temperature: 1.0,
+            ..llada(Strategy::Confidence)
+        };
+        let d = DreamRule {
+            temperature: 1.0,
+            ..dream(Strategy::Confidence)
+        };
         let draw = |seed, dream_rule: bool| -> anyhow::Result<Vec<u32>> {
             let mut rng = StdRng::seed_from_u64(seed);
             (0..2000)
                 .map(|_| {
-                    let ds = if dream_rule { d.decide(&logits, &mut rng)? } else { l.decide(&logits, &mut rng)? };
+                    let ds = if dream_rule {
+                        d.decide(&logits, &mut rng)?
+                    } else {
+                        l.decide(&logits, &mut rng)?
+                    };
                     Ok(ds[0].token)
                 })
                 .collect()
@@ -382,7 +458,8 @@ mod tests {
     fn dream_confidences_are_probability_margin_and_negative_entropy() -> anyhow::Result<()> {
         let row = [2f32.ln(), 1f32.ln(), 1f32.ln()]; // p = [0.5, 0.25, 0.25]
         let logits = Tensor::new(&[row], &Device::Cpu)?;
-        let conf = |s| -> anyhow::Result<f32> { Ok(dream(s).decide(&logits, &mut rng())?[0].confidence) };
+        let conf =
+            |s| -> anyhow::Result<f32> { Ok(dream(s).decide(&logits, &mut rng())?[0].confidence) };
         assert!((conf(Strategy::Confidence)? - 0.5).abs() < 1e-6);
         assert!((conf(Strategy::Margin)? - 0.25).abs() < 1e-6);
         let h = 0.5 * (0.5f32 + 1e-10).ln() + 2.0 * 0.25 * (0.25f32 + 1e-10).ln();
@@ -396,13 +473,25 @@ mod tests {
         assert_eq!(top_p_ids(&logits, 0.5), vec![0, 1]);
         assert_eq!(top_p_ids(&logits, 0.71), vec![0, 1, 2]);
         assert_eq!(top_p_ids(&logits, 0.1), vec![0]);
-        let r = DreamRule { top_k: Some(2), ..dream(Strategy::Confidence) };
+        let r = DreamRule {
+            top_k: Some(2),
+            ..dream(Strategy::Confidence)
+        };
         let d = r.decide_row(&[1.0, 3.0, 3.0, 3.0, 0.0], &mut rng());
         assert_eq!(d.token, 1);
-        assert!((d.confidence - 1.0 / 3.0).abs() < 1e-6, "all three tied logits survive top-2");
-        let r = DreamRule { top_p: Some(0.5), ..dream(Strategy::Confidence) };
+        assert!(
+            (d.confidence - 1.0 / 3.0).abs() < 1e-6,
+            "all three tied logits survive top-2"
+        );
+        let r = DreamRule {
+            top_p: Some(0.5),
+            ..dream(Strategy::Confidence)
+        };
         let d = r.decide_row(&logits, &mut rng());
-        assert!((d.confidence - 4.0 / 7.0).abs() < 1e-6, "renormalised over the kept two");
+        assert!(
+            (d.confidence - 4.0 / 7.0).abs() < 1e-6,
+            "renormalised over the kept two"
+        );
     }
 
     #[test]

@@ -118,7 +118,12 @@ impl Checkpoint {
 
     /// Sampler parameters: `flags` over this model's defaults.
     pub fn params(&self, flags: &Defaults, seed: u64) -> Result<Params> {
-        settings::resolve(flags, &self.defaults, Registry::builtin()?.arch(self.arch)?, seed)
+        settings::resolve(
+            flags,
+            &self.defaults,
+            Registry::builtin()?.arch(self.arch)?,
+            seed,
+        )
     }
 
     /// Number of weights the config describes.
@@ -143,7 +148,11 @@ impl Session {
         let arch_spec = Registry::builtin()?.arch(arch)?;
         let generation_config = read_optional_json(files.generation_config.as_deref())?;
         let tokenizer_config = read_optional_json(files.tokenizer_config.as_deref())?;
-        let dir = files.config.parent().map(|p| p.display().to_string()).unwrap_or_default();
+        let dir = files
+            .config
+            .parent()
+            .map(|p| p.display().to_string())
+            .unwrap_or_default();
         let source = match (&files.tokenizer_json, &files.vocab_json, &files.merges_txt, &arch_spec.bpe_split_regex) {
             (Some(path), ..) => tokenizer::Source::Fast(path),
             (None, Some(vocab), Some(merges), Some(split_regex)) => tokenizer::Source::SlowBpe {
@@ -193,13 +202,16 @@ impl Session {
             tokenizer,
             template,
             defaults,
-            max_positions: context.map_or(config.max_positions(), |c| c.min(config.max_positions())),
+            max_positions: context
+                .map_or(config.max_positions(), |c| c.min(config.max_positions())),
             device,
             load_time: start.elapsed(),
         })
     }
 
-    /// Sampler parameters: `flags` over this model's defaults.
+    /// Sampler parameters: `flags` over this model's defaults (the parity tests' way in; the
+    /// commands resolve flags on the [`Checkpoint`], before the weights load).
+    #[cfg(test)]
     pub fn params(&self, flags: &Defaults, seed: u64) -> Result<Params> {
         settings::resolve(flags, &self.defaults, self.arch_spec, seed)
     }

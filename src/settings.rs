@@ -62,7 +62,12 @@ const FALLBACK_EPS: f64 = 1e-3;
 /// one token per step), rounded up to a whole number of steps per block. A default block longer
 /// than the requested canvas shrinks to the canvas. Explicit flags are never adjusted: an
 /// inconsistent set is an error.
-pub fn resolve(flags: &Defaults, defaults: &Defaults, arch: &ArchSpec, seed: u64) -> Result<Params> {
+pub fn resolve(
+    flags: &Defaults,
+    defaults: &Defaults,
+    arch: &ArchSpec,
+    seed: u64,
+) -> Result<Params> {
     let merged = flags.over(defaults);
     let family = arch.sampler;
     let gen_length = merged.gen_length.unwrap_or(FALLBACK_GEN_LENGTH);
@@ -77,7 +82,11 @@ pub fn resolve(flags: &Defaults, defaults: &Defaults, arch: &ArchSpec, seed: u64
     let schedule = match block_length {
         Some(0) => bail!("--block-length must be at least 1"),
         Some(b) => {
-            let b = if flags.block_length.is_none() && b > gen_length { gen_length } else { b };
+            let b = if flags.block_length.is_none() && b > gen_length {
+                gen_length
+            } else {
+                b
+            };
             if !gen_length.is_multiple_of(b) {
                 bail!(
                     "--gen-length {gen_length} is not a multiple of --block-length {b}; \
@@ -131,11 +140,23 @@ pub fn resolve(flags: &Defaults, defaults: &Defaults, arch: &ArchSpec, seed: u64
     });
     let allowed: &[Strategy] = match family {
         Family::Llada => &[Strategy::Confidence, Strategy::Random],
-        Family::Dream => &[Strategy::Confidence, Strategy::Margin, Strategy::Entropy, Strategy::Origin],
+        Family::Dream => &[
+            Strategy::Confidence,
+            Strategy::Margin,
+            Strategy::Entropy,
+            Strategy::Origin,
+        ],
     };
     if !allowed.contains(&strategy) {
-        let names: Vec<String> = allowed.iter().map(|s| format!("{s:?}").to_lowercase()).collect();
-        bail!("--strategy {}: this model's sampler offers {}", format!("{strategy:?}").to_lowercase(), names.join(", "));
+        let names: Vec<String> = allowed
+            .iter()
+            .map(|s| format!("{s:?}").to_lowercase())
+            .collect();
+        bail!(
+            "--strategy {}: this model's sampler offers {}",
+            format!("{strategy:?}").to_lowercase(),
+            names.join(", ")
+        );
     }
     if strategy == Strategy::Origin && matches!(schedule, Schedule::Blocks { .. }) {
         bail!("--strategy origin follows Dream's timestep schedule; drop --block-length");
@@ -147,8 +168,10 @@ pub fn resolve(flags: &Defaults, defaults: &Defaults, arch: &ArchSpec, seed: u64
         ("--alg-temp", flags.alg_temp.is_some()),
         ("--eps", flags.eps.is_some()),
     ];
-    let llada_only: &[(&str, bool)] =
-        &[("--cfg-scale", cfg_scale > 0.0), ("--eos-last", merged.eos_last == Some(true))];
+    let llada_only: &[(&str, bool)] = &[
+        ("--cfg-scale", cfg_scale > 0.0),
+        ("--eos-last", merged.eos_last == Some(true)),
+    ];
     let (foreign, owner) = match family {
         Family::Llada => (dream_only, "Dream-family"),
         Family::Dream => (llada_only, "LLaDA"),
@@ -225,7 +248,10 @@ mod tests {
         };
         let p = resolve_llada(&flags, &llada(), 7)?;
         let blocks = Schedule::Blocks { block_length: 32 };
-        assert_eq!((p.gen_length, p.schedule, p.steps, p.seed), (128, blocks, 64, 7));
+        assert_eq!(
+            (p.gen_length, p.schedule, p.steps, p.seed),
+            (128, blocks, 64, 7)
+        );
         Ok(())
     }
 
@@ -251,7 +277,10 @@ mod tests {
             ..Default::default()
         };
         let p = resolve_llada(&flags, &llada(), 0)?;
-        assert_eq!((p.schedule, p.steps), (Schedule::Blocks { block_length: 16 }, 16));
+        assert_eq!(
+            (p.schedule, p.steps),
+            (Schedule::Blocks { block_length: 16 }, 16)
+        );
         Ok(())
     }
 
@@ -295,11 +324,24 @@ mod tests {
     #[test]
     fn dream_defaults_to_timesteps_unless_a_block_is_asked_for() -> Result<()> {
         let dream = arch(Family::Dream);
-        let flags = Defaults { gen_length: Some(64), steps: Some(64), ..Default::default() };
+        let flags = Defaults {
+            gen_length: Some(64),
+            steps: Some(64),
+            ..Default::default()
+        };
         let p = resolve(&flags, &Defaults::default(), &dream, 0)?;
-        assert_eq!((p.schedule, p.strategy, p.shift_logits), (Schedule::Timesteps { eps: 1e-3 }, Strategy::Entropy, true));
-        let blocks = Defaults { block_length: Some(32), ..flags.clone() };
-        assert_eq!(resolve(&blocks, &Defaults::default(), &dream, 0)?.schedule, Schedule::Blocks { block_length: 32 });
+        assert_eq!(
+            (p.schedule, p.strategy, p.shift_logits),
+            (Schedule::Timesteps { eps: 1e-3 }, Strategy::Entropy, true)
+        );
+        let blocks = Defaults {
+            block_length: Some(32),
+            ..flags.clone()
+        };
+        assert_eq!(
+            resolve(&blocks, &Defaults::default(), &dream, 0)?.schedule,
+            Schedule::Blocks { block_length: 32 }
+        );
         Ok(())
     }
 
@@ -309,16 +351,62 @@ mod tests {
         let llada = arch(Family::Llada);
         let none = Defaults::default();
         let cases = [
-            (Defaults { top_p: Some(0.9), ..Default::default() }, &llada),
-            (Defaults { strategy: Some(Strategy::Entropy), ..Default::default() }, &llada),
-            (Defaults { cfg_scale: Some(1.0), ..Default::default() }, &dream),
-            (Defaults { strategy: Some(Strategy::Random), ..Default::default() }, &dream),
-            (Defaults { strategy: Some(Strategy::Origin), block_length: Some(32), ..Default::default() }, &dream),
-            (Defaults { eps: Some(1.5), ..Default::default() }, &dream),
-            (Defaults { top_p: Some(0.0), ..Default::default() }, &dream),
+            (
+                Defaults {
+                    top_p: Some(0.9),
+                    ..Default::default()
+                },
+                &llada,
+            ),
+            (
+                Defaults {
+                    strategy: Some(Strategy::Entropy),
+                    ..Default::default()
+                },
+                &llada,
+            ),
+            (
+                Defaults {
+                    cfg_scale: Some(1.0),
+                    ..Default::default()
+                },
+                &dream,
+            ),
+            (
+                Defaults {
+                    strategy: Some(Strategy::Random),
+                    ..Default::default()
+                },
+                &dream,
+            ),
+            (
+                Defaults {
+                    strategy: Some(Strategy::Origin),
+                    block_length: Some(32),
+                    ..Default::default()
+                },
+                &dream,
+            ),
+            (
+                Defaults {
+                    eps: Some(1.5),
+                    ..Default::default()
+                },
+                &dream,
+            ),
+            (
+                Defaults {
+                    top_p: Some(0.0),
+                    ..Default::default()
+                },
+                &dream,
+            ),
         ];
         for (flags, arch) in cases {
-            assert!(resolve(&flags, &none, arch, 0).is_err(), "{flags:?} should be rejected");
+            assert!(
+                resolve(&flags, &none, arch, 0).is_err(),
+                "{flags:?} should be rejected"
+            );
         }
     }
 }

@@ -30,7 +30,12 @@ pub struct SpecialTokens {
 
 impl SpecialTokens {
     pub fn ids(&self) -> SpecialIds {
-        SpecialIds { mask: self.mask, eos: self.eos, eot: self.eot, stops: self.stops.clone() }
+        SpecialIds {
+            mask: self.mask,
+            eos: self.eos,
+            eot: self.eot,
+            stops: self.stops.clone(),
+        }
     }
 }
 
@@ -47,7 +52,12 @@ pub enum Source<'a> {
     Fast(&'a Path),
     /// A slow byte-level BPE tokenizer (Dream, DiffuCoder): `vocab.json`, `merges.txt` and
     /// optionally `added_tokens.json`, split by the architecture's regex.
-    SlowBpe { vocab: &'a Path, merges: &'a Path, added_tokens: Option<&'a Path>, split_regex: &'a str },
+    SlowBpe {
+        vocab: &'a Path,
+        merges: &'a Path,
+        added_tokens: Option<&'a Path>,
+        split_regex: &'a str,
+    },
 }
 
 /// A checkpoint's tokenizer; clones share it.
@@ -64,12 +74,24 @@ impl Tokenizer {
             Source::Fast(path) => tokenizers::Tokenizer::from_file(path)
                 .map_err(|e| anyhow!("{e}"))
                 .with_context(|| format!("reading tokenizer {}", path.display()))?,
-            Source::SlowBpe { vocab, merges, added_tokens, split_regex } => {
-                byte_level_bpe(vocab, merges, *added_tokens, files.tokenizer_config, split_regex)?
-            }
+            Source::SlowBpe {
+                vocab,
+                merges,
+                added_tokens,
+                split_regex,
+            } => byte_level_bpe(
+                vocab,
+                merges,
+                *added_tokens,
+                files.tokenizer_config,
+                split_regex,
+            )?,
         };
         let special = resolve_special(&inner, files, arch)?;
-        Ok(Self { inner: Arc::new(inner), special })
+        Ok(Self {
+            inner: Arc::new(inner),
+            special,
+        })
     }
 
     /// Ids of `text`, special-token texts matched as tokens, nothing added (no BOS).
@@ -112,22 +134,29 @@ fn byte_level_bpe(
     tokenizer_config: Option<&Value>,
     split_regex: &str,
 ) -> Result<tokenizers::Tokenizer> {
-    let read = |path: &Path| std::fs::read_to_string(path).with_context(|| format!("reading {}", path.display()));
-    let vocab_map: Value =
-        serde_json::from_str(&read(vocab)?).with_context(|| format!("{}: not valid JSON", vocab.display()))?;
+    let read = |path: &Path| {
+        std::fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))
+    };
+    let vocab_map: Value = serde_json::from_str(&read(vocab)?)
+        .with_context(|| format!("{}: not valid JSON", vocab.display()))?;
     let merges_text = read(merges)?;
-    let merge_list: Vec<&str> =
-        merges_text.lines().filter(|l| !l.starts_with("#version") && !l.trim().is_empty()).collect();
+    let merge_list: Vec<&str> = merges_text
+        .lines()
+        .filter(|l| !l.starts_with("#version") && !l.trim().is_empty())
+        .collect();
     // id -> (content, flags), from both files; the config's entries carry the flags.
     let mut added: BTreeMap<u64, Value> = BTreeMap::new();
     if let Some(path) = added_tokens {
-        let map: BTreeMap<String, u64> =
-            serde_json::from_str(&read(path)?).with_context(|| format!("{}: not a token -> id map", path.display()))?;
+        let map: BTreeMap<String, u64> = serde_json::from_str(&read(path)?)
+            .with_context(|| format!("{}: not a token -> id map", path.display()))?;
         for (content, id) in map {
             added.insert(id, json!({"content": content, "special": true}));
         }
     }
-    if let Some(decoder) = tokenizer_config.and_then(|tc| tc.get("added_tokens_decoder")).and_then(Value::as_object) {
+    if let Some(decoder) = tokenizer_config
+        .and_then(|tc| tc.get("added_tokens_decoder"))
+        .and_then(Value::as_object)
+    {
         for (id, entry) in decoder {
             if let Ok(id) = id.parse::<u64>() {
                 added.insert(id, entry.clone());
@@ -168,8 +197,13 @@ fn byte_level_bpe(
             "vocab": vocab_map, "merges": merge_list,
         },
     });
-    tokenizers::Tokenizer::from_bytes(spec.to_string().as_bytes())
-        .map_err(|e| anyhow!("building the tokenizer from {} and {}: {e}", vocab.display(), merges.display()))
+    tokenizers::Tokenizer::from_bytes(spec.to_string().as_bytes()).map_err(|e| {
+        anyhow!(
+            "building the tokenizer from {} and {}: {e}",
+            vocab.display(),
+            merges.display()
+        )
+    })
 }
 
 /// A token written in tokenizer_config.json: a plain string or an `{"content": ...}` object.
@@ -365,37 +399,74 @@ mod tests {
     #[test]
     fn slow_bpe_files_tokenize_like_tokenizer_json() -> Result<()> {
         let fixture = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/dream-tiny");
-        let read = |name: &str| -> Result<Value> { Ok(serde_json::from_str(&std::fs::read_to_string(fixture.join(name))?)?) };
+        let read = |name: &str| -> Result<Value> {
+            Ok(serde_json::from_str(&std::fs::read_to_string(
+                fixture.join(name),
+            )?)?)
+        };
         let fast_json = read("tokenizer.json")?;
         let dir = tempfile::tempdir()?;
-        std::fs::write(dir.path().join("vocab.json"), fast_json["model"]["vocab"].to_string())?;
+        std::fs::write(
+            dir.path().join("vocab.json"),
+            fast_json["model"]["vocab"].to_string(),
+        )?;
         let merges: Vec<String> = fast_json["model"]["merges"]
             .as_array()
             .context("merges")?
             .iter()
             .map(|m| match m {
                 Value::String(s) => s.clone(),
-                pair => format!("{} {}", pair[0].as_str().unwrap_or_default(), pair[1].as_str().unwrap_or_default()),
+                pair => format!(
+                    "{} {}",
+                    pair[0].as_str().unwrap_or_default(),
+                    pair[1].as_str().unwrap_or_default()
+                ),
             })
             .collect();
-        std::fs::write(dir.path().join("merges.txt"), format!("#version: 0.2\n{}\n", merges.join("\n")))?;
+        std::fs::write(
+            dir.path().join("merges.txt"),
+            format!("#version: 0.2\n{}\n", merges.join("\n")),
+        )?;
         let added: serde_json::Map<String, Value> = fast_json["added_tokens"]
             .as_array()
             .context("added_tokens")?
             .iter()
-            .map(|t| (t["content"].as_str().unwrap_or_default().to_string(), t["id"].clone()))
+            .map(|t| {
+                (
+                    t["content"].as_str().unwrap_or_default().to_string(),
+                    t["id"].clone(),
+                )
+            })
             .collect();
-        std::fs::write(dir.path().join("added_tokens.json"), Value::Object(added).to_string())?;
+        std::fs::write(
+            dir.path().join("added_tokens.json"),
+            Value::Object(added).to_string(),
+        )?;
 
         let registry = crate::registry::Registry::builtin()?;
         let arch = registry.arch(crate::registry::Arch::Dream)?;
         let (config, tc) = (read("config.json")?, read("tokenizer_config.json")?);
-        let files = TokenFiles { config: &config, generation_config: None, tokenizer_config: Some(&tc) };
+        let files = TokenFiles {
+            config: &config,
+            generation_config: None,
+            tokenizer_config: Some(&tc),
+        };
         let fast = Tokenizer::load(&Source::Fast(&fixture.join("tokenizer.json")), &files, arch)?;
-        let (vocab, merges, added) =
-            (dir.path().join("vocab.json"), dir.path().join("merges.txt"), dir.path().join("added_tokens.json"));
-        let split_regex = arch.bpe_split_regex.as_deref().context("dream has a split regex")?;
-        let slow_source = Source::SlowBpe { vocab: &vocab, merges: &merges, added_tokens: Some(&added), split_regex };
+        let (vocab, merges, added) = (
+            dir.path().join("vocab.json"),
+            dir.path().join("merges.txt"),
+            dir.path().join("added_tokens.json"),
+        );
+        let split_regex = arch
+            .bpe_split_regex
+            .as_deref()
+            .context("dream has a split regex")?;
+        let slow_source = Source::SlowBpe {
+            vocab: &vocab,
+            merges: &merges,
+            added_tokens: Some(&added),
+            split_regex,
+        };
         let slow = Tokenizer::load(&slow_source, &files, arch)?;
         assert_eq!(fast.special, slow.special);
 

@@ -75,9 +75,19 @@ pub struct TraceWriter {
 }
 
 impl TraceWriter {
-    pub fn create(path: &Path, session: &Session, prompt: &str, prompt_tokens: &[u32], params: &Params) -> Result<Self> {
-        let file = File::create(path).with_context(|| format!("--trace {}: cannot create the file", path.display()))?;
-        let mut w = TraceWriter { out: BufWriter::new(file), path: path.display().to_string() };
+    pub fn create(
+        path: &Path,
+        session: &Session,
+        prompt: &str,
+        prompt_tokens: &[u32],
+        params: &Params,
+    ) -> Result<Self> {
+        let file = File::create(path)
+            .with_context(|| format!("--trace {}: cannot create the file", path.display()))?;
+        let mut w = TraceWriter {
+            out: BufWriter::new(file),
+            path: path.display().to_string(),
+        };
         w.write(&Record::Header {
             version: VERSION,
             model: session.label.clone(),
@@ -134,7 +144,9 @@ impl TraceWriter {
             cancelled: g.cancelled,
             stopped_early: g.stopped_early,
         })?;
-        self.out.flush().with_context(|| format!("writing the trace {}", self.path))
+        self.out
+            .flush()
+            .with_context(|| format!("writing the trace {}", self.path))
     }
 }
 
@@ -148,30 +160,71 @@ pub struct Replay {
 
 /// Reads a trace written by `--trace`; errors name the file and line.
 pub fn read(path: &Path) -> Result<Replay> {
-    let file = File::open(path).with_context(|| format!("{}: cannot open the trace", path.display()))?;
+    let file =
+        File::open(path).with_context(|| format!("{}: cannot open the trace", path.display()))?;
     let mut lines = BufReader::new(file).lines().enumerate();
     let parse = |n: usize, line: std::io::Result<String>| -> Result<Record> {
-        let line = line.with_context(|| format!("{}: cannot read line {}", path.display(), n + 1))?;
-        serde_json::from_str(&line).with_context(|| format!("{} line {}: not a dcoder trace record", path.display(), n + 1))
+        let line =
+            line.with_context(|| format!("{}: cannot read line {}", path.display(), n + 1))?;
+        serde_json::from_str(&line).with_context(|| {
+            format!(
+                "{} line {}: not a dcoder trace record",
+                path.display(),
+                n + 1
+            )
+        })
     };
-    let Some((n, first)) = lines.next() else { bail!("{}: empty file, not a dcoder trace", path.display()) };
-    let Record::Header { version, model, prompt, gen_length, blocks, total_steps, block_length, .. } = parse(n, first)? else {
+    let Some((n, first)) = lines.next() else {
+        bail!("{}: empty file, not a dcoder trace", path.display())
+    };
+    let Record::Header {
+        version,
+        model,
+        prompt,
+        gen_length,
+        blocks,
+        total_steps,
+        block_length,
+        ..
+    } = parse(n, first)?
+    else {
         bail!("{}: the first line is not a trace header", path.display());
     };
     if version != VERSION {
-        bail!("{}: trace version {version}, this dcoder reads version {VERSION}", path.display());
+        bail!(
+            "{}: trace version {version}, this dcoder reads version {VERSION}",
+            path.display()
+        );
     }
     let first_block = 0..block_length.unwrap_or(gen_length).min(gen_length);
     let mut frame = Frame::blank(gen_length, first_block, blocks, total_steps);
     let mut frames = vec![frame.clone()];
     for (n, line) in lines {
         match parse(n, line)? {
-            Record::Step { step, block, block_start, block_end, nfe, elapsed_s, revealed } => {
+            Record::Step {
+                step,
+                block,
+                block_start,
+                block_end,
+                nfe,
+                elapsed_s,
+                revealed,
+            } => {
                 for r in revealed {
                     let Some(cell) = frame.cells.get_mut(r.position) else {
-                        bail!("{} line {}: position {} is outside the {gen_length}-token canvas", path.display(), n + 1, r.position);
+                        bail!(
+                            "{} line {}: position {} is outside the {gen_length}-token canvas",
+                            path.display(),
+                            n + 1,
+                            r.position
+                        );
                     };
-                    *cell = Cell { text: r.text, revealed_at: Some(step as u32), confidence: r.confidence, stop: r.stop };
+                    *cell = Cell {
+                        text: r.text,
+                        revealed_at: Some(step as u32),
+                        confidence: r.confidence,
+                        stop: r.stop,
+                    };
                 }
                 frame.step = step;
                 frame.block = block;
@@ -184,5 +237,9 @@ pub fn read(path: &Path) -> Result<Replay> {
             Record::Header { .. } => bail!("{} line {}: a second header", path.display(), n + 1),
         }
     }
-    Ok(Replay { model, prompt, frames })
+    Ok(Replay {
+        model,
+        prompt,
+        frames,
+    })
 }

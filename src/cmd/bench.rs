@@ -82,12 +82,17 @@ fn load(args: &BenchArgs) -> Result<Loaded> {
         let device = pick_device(&args.model.device)?;
         let dtype = pick_dtype(args.model.dtype.as_deref(), &device)?;
         let start = Instant::now();
-        let model =
-            Model::new(&config, random_var_builder(&shape.absent, dtype, &device)).map_err(|e| anyhow!("{e}"))?;
+        let model = Model::new(&config, random_var_builder(&shape.absent, dtype, &device))
+            .map_err(|e| anyhow!("{e}"))?;
         let id = |key: &str| json.get(key).and_then(Value::as_u64).map(|v| v as u32);
         let vocab = config.vocab_size() as u32;
         let eos = id("eos_token_id").unwrap_or(0);
-        let special = SpecialIds { mask: id("mask_token_id").unwrap_or(vocab - 1), eos, eot: None, stops: vec![eos] };
+        let special = SpecialIds {
+            mask: id("mask_token_id").unwrap_or(vocab - 1),
+            eos,
+            eot: None,
+            stops: vec![eos],
+        };
         return Ok(Loaded {
             label: format!("{shape_name} (random weights)"),
             params: config.parameters(),
@@ -182,7 +187,12 @@ pub fn run(args: &BenchArgs) -> Result<()> {
             }
         }
         None => {
-            let p = settings::resolve(&args.sampler.overrides(), &defaults, Registry::builtin()?.arch(arch)?, args.sampler.seed)?;
+            let p = settings::resolve(
+                &args.sampler.overrides(),
+                &defaults,
+                Registry::builtin()?.arch(arch)?,
+                args.sampler.seed,
+            )?;
             let mut prompt = random_ids(args.prompt_tokens + 8);
             prompt.truncate(args.prompt_tokens);
             let g = diffusion::generate(&mut model, &prompt, &p, &special, |_| {

@@ -13,9 +13,23 @@ pub fn run(args: &ChatArgs) -> Result<u8> {
     }
     let look = crate::cmd::look(&args.look)?;
     let (session, params) = crate::cmd::load(&args.model, &args.sampler)?;
-    let header = Header { model: session.label.clone(), device: session.device_name(), dtype: session.dtype_name().into() };
+    let header = Header {
+        model: session.label.clone(),
+        device: session.device_name(),
+        dtype: session.dtype_name().into(),
+    };
     let conversation = session.conversation(args.no_chat_template, args.system.clone())?;
     let seed = params.seed;
-    tui::chat(Engine { session, conversation, params, trace: None }, header, look, seed)?;
+    tui::chat(
+        Engine {
+            session,
+            conversation,
+            params,
+            trace: None,
+        },
+        header,
+        look,
+        seed,
+    )?;
     Ok(0)
 }

@@ -27,11 +27,19 @@ pub fn load(model: &ModelArgs, sampler: &SamplerArgs) -> Result<(Session, Params
     let flags = sampler.overrides();
     if let Some(spec) = source.spec() {
         let arch = registry.arch(spec.arch)?;
-        settings::resolve(&flags, &spec.defaults.over(&arch.defaults), arch, sampler.seed)?;
+        settings::resolve(
+            &flags,
+            &spec.defaults.over(&arch.defaults),
+            arch,
+            sampler.seed,
+        )?;
     }
     let checkpoint = Checkpoint::locate(&source)?;
     let params = checkpoint.params(&flags, sampler.seed)?;
-    let opts = LoadOptions { device: model.device.clone(), dtype: model.dtype.clone() };
+    let opts = LoadOptions {
+        device: model.device.clone(),
+        dtype: model.dtype.clone(),
+    };
     Ok((Session::load(checkpoint, &opts)?, params))
 }
 
@@ -42,5 +50,8 @@ pub fn look(args: &LookArgs) -> Result<Look> {
         Some(l) => Some(syntax_for(l).ok_or_else(|| anyhow!("--lang {l}: no grammar for that language (try rust, python, c, cpp, go, js, java, bash)"))?),
         None => None,
     };
-    Ok(Look { theme: Theme::new(args.theme, no_color), lang })
+    Ok(Look {
+        theme: Theme::new(args.theme, no_color),
+        lang,
+    })
 }

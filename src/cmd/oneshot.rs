@@ -31,7 +31,9 @@ pub fn read_prompt(prompt: Option<String>) -> Result<String> {
         }
         None => {
             let mut text = String::new();
-            std::io::stdin().read_to_string(&mut text).context("reading the prompt from stdin")?;
+            std::io::stdin()
+                .read_to_string(&mut text)
+                .context("reading the prompt from stdin")?;
             text
         }
     };
@@ -56,16 +58,37 @@ pub fn run(prompt: Option<String>, args: &RunArgs) -> Result<u8> {
     run_plain(session, params, prompt, args)
 }
 
-fn run_live(session: Session, params: Params, prompt: String, args: &RunArgs, look: tui::Look) -> Result<u8> {
-    let header = Header { model: session.label.clone(), device: session.device_name(), dtype: session.dtype_name().into() };
+fn run_live(
+    session: Session,
+    params: Params,
+    prompt: String,
+    args: &RunArgs,
+    look: tui::Look,
+) -> Result<u8> {
+    let header = Header {
+        model: session.label.clone(),
+        device: session.device_name(),
+        dtype: session.dtype_name().into(),
+    };
     let conversation = session.conversation(args.no_chat_template, args.system.clone())?;
     let seed = params.seed;
-    let engine = Engine { session, conversation, params, trace: args.trace.clone() };
+    let engine = Engine {
+        session,
+        conversation,
+        params,
+        trace: args.trace.clone(),
+    };
     let turn = tui::oneshot(engine, header, look, seed, prompt)?;
     let mut out = std::io::stdout().lock();
     let text = printable(turn.answer.trim_end());
-    if look.theme.colour {
-        writeln!(out, "{}", highlight::ansi(&text, look.lang, look.theme.syntax))?;
+    if text.is_empty() {
+        eprintln!("(the answer is empty: the model ended it at once)");
+    } else if look.theme.colour {
+        writeln!(
+            out,
+            "{}",
+            highlight::ansi(&text, look.lang, look.theme.syntax)
+        )?;
     } else {
         writeln!(out, "{text}")?;
     }
@@ -73,8 +96,18 @@ fn run_live(session: Session, params: Params, prompt: String, args: &RunArgs, lo
     match turn.outcome {
         Outcome::Done(stats) => {
             if !args.quiet {
-                let early = if stats.stopped_early { format!(", stopped early ({} NFE saved)", stats.nfe_saved) } else { String::new() };
-                eprintln!("{} steps, NFE {}, {:.1} tok/s, {:.1} s{early}", stats.steps, stats.nfe, stats.tokens_per_s, stats.elapsed.as_secs_f64());
+                let early = if stats.stopped_early {
+                    format!(", stopped early ({} NFE saved)", stats.nfe_saved)
+                } else {
+                    String::new()
+                };
+                eprintln!(
+                    "{} steps, NFE {}, {:.1} tok/s, {:.1} s{early}",
+                    stats.steps,
+                    stats.nfe,
+                    stats.tokens_per_s,
+                    stats.elapsed.as_secs_f64()
+                );
             }
             Ok(0)
         }
@@ -90,7 +123,13 @@ fn run_plain(mut session: Session, params: Params, prompt: String, args: &RunArg
     let conversation = session.conversation(args.no_chat_template, args.system.clone())?;
     let (prompt_text, prompt_ids) = conversation.prompt(&prompt, &session.tokenizer)?;
     let mut trace = match &args.trace {
-        Some(path) => Some(TraceWriter::create(path, &session, &prompt_text, &prompt_ids, &params)?),
+        Some(path) => Some(TraceWriter::create(
+            path,
+            &session,
+            &prompt_text,
+            &prompt_ids,
+            &params,
+        )?),
         None => None,
     };
     let tokenizer = session.tokenizer.clone();
@@ -100,7 +139,10 @@ fn run_plain(mut session: Session, params: Params, prompt: String, args: &RunArg
     let generation = session.generate(&prompt_ids, &params, |step| {
         line.update(step, tokenizer.special.mask);
         if let Some(trace) = trace.as_mut() {
-            if let Err(e) = frames.frame(step).and_then(|frame| trace.step(step, &frame)) {
+            if let Err(e) = frames
+                .frame(step)
+                .and_then(|frame| trace.step(step, &frame))
+            {
                 failure = Some(e);
                 return ControlFlow::Break(());
             }
@@ -119,8 +161,11 @@ fn run_plain(mut session: Session, params: Params, prompt: String, args: &RunArg
     let mut out = std::io::stdout().lock();
     if args.json {
         let (tokens_per_forward, tokens_per_s) = rates(&generation);
-        let answer_tokens =
-            generation.canvas.iter().position(|t| tokenizer.special.stops.contains(t)).unwrap_or(generation.canvas.len());
+        let answer_tokens = generation
+            .canvas
+            .iter()
+            .position(|t| tokenizer.special.stops.contains(t))
+            .unwrap_or(generation.canvas.len());
         let report = Report {
             model: session.label.clone(),
             arch: session.arch.name(),
@@ -143,7 +188,7 @@ fn run_plain(mut session: Session, params: Params, prompt: String, args: &RunArg
         };
         serde_json::to_writer(&mut out, &report)?;
         writeln!(out)?;
-    } else {
+    } else if !text.trim_end().is_empty() {
         writeln!(out, "{}", text.trim_end())?;
     }
     out.flush()?;

@@ -18,7 +18,11 @@ pub fn run(args: &ReplayArgs) -> Result<u8> {
         bail!("replay draws in the terminal; run it with stdout on a terminal");
     }
     let look = crate::cmd::look(&args.look)?;
-    let header = Header { model: replay.model, device: "trace".into(), dtype: String::new() };
+    let header = Header {
+        model: replay.model,
+        device: "trace".into(),
+        dtype: String::new(),
+    };
     let mut app = App::replaying(header, look.theme, replay.prompt, replay.frames);
     app.lang = look.lang;
     tui::replay(app, args.speed)?;

@@ -67,12 +67,18 @@ impl Config {
     }
 
     pub fn head_dim(&self) -> usize {
-        self.head_dim.unwrap_or(self.hidden_size / self.num_attention_heads.max(1))
+        self.head_dim
+            .unwrap_or(self.hidden_size / self.num_attention_heads.max(1))
     }
 
     /// Number of weights, assuming Qwen2's biases and an untied head where the config says so.
     pub fn parameters(&self) -> usize {
-        let (d, hd, h, kv) = (self.hidden_size, self.head_dim(), self.num_attention_heads, self.kv_heads());
+        let (d, hd, h, kv) = (
+            self.hidden_size,
+            self.head_dim(),
+            self.num_attention_heads,
+            self.kv_heads(),
+        );
         let attn = d * h * hd * 2 + d * kv * hd * 2 + (h + 2 * kv) * hd;
         let block = attn + 3 * d * self.intermediate_size + 2 * d;
         let heads = if self.tie_word_embeddings { 1 } else { 2 };
@@ -82,7 +88,9 @@ impl Config {
     /// Rejects settings this implementation does not compute, naming the config key.
     pub fn validate(&self) -> std::result::Result<(), String> {
         if let Some(act) = self.hidden_act.as_deref().filter(|a| *a != "silu") {
-            return Err(format!("`hidden_act` = \"{act}\" is not supported (silu only)"));
+            return Err(format!(
+                "`hidden_act` = \"{act}\" is not supported (silu only)"
+            ));
         }
         if self.use_sliding_window {
             return Err("`use_sliding_window` = true is not supported".into());
@@ -92,13 +100,21 @@ impl Config {
         }
         let (h, kv) = (self.num_attention_heads, self.kv_heads());
         if h == 0 || kv == 0 || !h.is_multiple_of(kv) {
-            return Err(format!("num_attention_heads {h} is not a multiple of num_key_value_heads {kv}"));
+            return Err(format!(
+                "num_attention_heads {h} is not a multiple of num_key_value_heads {kv}"
+            ));
         }
         if self.head_dim.is_none() && !self.hidden_size.is_multiple_of(h) {
-            return Err(format!("hidden_size {} is not a multiple of num_attention_heads {h}", self.hidden_size));
+            return Err(format!(
+                "hidden_size {} is not a multiple of num_attention_heads {h}",
+                self.hidden_size
+            ));
         }
         if !self.head_dim().is_multiple_of(2) {
-            return Err(format!("head dimension {} must be even for RoPE", self.head_dim()));
+            return Err(format!(
+                "head dimension {} must be even for RoPE",
+                self.head_dim()
+            ));
         }
         Ok(())
     }
@@ -119,7 +135,12 @@ struct Attention {
 
 impl Attention {
     fn new(cfg: &Config, vb: VarBuilder) -> Result<Self> {
-        let (d, hd, h, kv) = (cfg.hidden_size, cfg.head_dim(), cfg.num_attention_heads, cfg.kv_heads());
+        let (d, hd, h, kv) = (
+            cfg.hidden_size,
+            cfg.head_dim(),
+            cfg.num_attention_heads,
+            cfg.kv_heads(),
+        );
         let bias = vb.contains_tensor("q_proj.bias");
         let qk_norm = match vb.contains_tensor("q_norm.weight") {
             true => Some((
@@ -140,7 +161,13 @@ impl Attention {
         })
     }
 
-    fn forward(&self, x: &Tensor, rope: &RotaryEmbedding, cos: &Tensor, sin: &Tensor) -> Result<Tensor> {
+    fn forward(
+        &self,
+        x: &Tensor,
+        rope: &RotaryEmbedding,
+        cos: &Tensor,
+        sin: &Tensor,
+    ) -> Result<Tensor> {
         let (b, t, _) = x.dims3()?;
         let split = |proj: &Linear, heads: usize, norm: Option<&RmsNorm>| -> Result<Tensor> {
             let y = proj.forward(x)?.reshape((b, t, heads, self.head_dim))?;
@@ -158,7 +185,9 @@ impl Attention {
         let k = rope.apply(&split(&self.k_proj, self.kv_heads, kn)?, cos, sin)?;
         let v = split(&self.v_proj, self.kv_heads, None)?;
         let y = attention(&q, &k, &v, None)?;
-        y.transpose(1, 2)?.reshape((b, t, self.heads * self.head_dim))?.apply(&self.o_proj)
+        y.transpose(1, 2)?
+            .reshape((b, t, self.heads * self.head_dim))?
+            .apply(&self.o_proj)
     }
 }
 
@@ -179,16 +208,29 @@ impl Layer {
         Ok(Self {
             input_layernorm: RmsNorm::new(d, cfg.rms_norm_eps, vb.pp("input_layernorm"))?,
             self_attn: Attention::new(cfg, vb.pp("self_attn"))?,
-            post_attention_layernorm: RmsNorm::new(d, cfg.rms_norm_eps, vb.pp("post_attention_layernorm"))?,
+            post_attention_layernorm: RmsNorm::new(
+                d,
+                cfg.rms_norm_eps,
+                vb.pp("post_attention_layernorm"),
+            )?,
             gate_proj: Linear::new(d, m, false, mlp.pp("gate_proj"))?,
             up_proj: Linear::new(d, m, false, mlp.pp("up_proj"))?,
             down_proj: Linear::new(m, d, false, mlp.pp("down_proj"))?,
         })
     }
 
-    fn forward(&self, x: &Tensor, rope: &RotaryEmbedding, cos: &Tensor, sin: &Tensor) -> Result<Tensor> {
+    fn forward(
+        &self,
+        x: &Tensor,
+        rope: &RotaryEmbedding,
+        cos: &Tensor,
+        sin: &Tensor,
+    ) -> Result<Tensor> {
         let residual = x;
-        let x = (residual + self.self_attn.forward(&x.apply(&self.input_layernorm)?, rope, cos, sin)?)?;
+        let x = (residual
+            + self
+                .self_attn
+                .forward(&x.apply(&self.input_layernorm)?, rope, cos, sin)?)?;
         let h = x.apply(&self.post_attention_layernorm)?;
         let gate = h.apply(&self.gate_proj)?.silu()?;
         let up = h.apply(&self.up_proj)?;

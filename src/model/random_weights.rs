@@ -35,5 +35,11 @@ impl candle_nn::var_builder::SimpleBackend for RandomWeights {
 /// A builder that hands out fresh random tensors of `dtype` on `device`, and reports the
 /// tensors whose names contain one of `absent` as missing.
 pub fn random_var_builder(absent: &[String], dtype: DType, device: &Device) -> VarBuilder<'static> {
-    VarBuilder::from_backend(Box::new(RandomWeights { absent: absent.to_vec() }), dtype, device.clone())
+    VarBuilder::from_backend(
+        Box::new(RandomWeights {
+            absent: absent.to_vec(),
+        }),
+        dtype,
+        device.clone(),
+    )
 }

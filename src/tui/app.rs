@@ -42,7 +42,11 @@ pub enum Effect {
     /// Copy to the system clipboard (OSC 52).
     Copy(String),
     /// Write `text` to a new file named after `stem` and `extension`.
-    Save { stem: String, extension: String, text: String },
+    Save {
+        stem: String,
+        extension: String,
+        text: String,
+    },
 }
 
 /// How a turn ended.
@@ -138,7 +142,13 @@ impl App {
     pub fn replaying(header: Header, theme: Theme, prompt: String, frames: Vec<Frame>) -> App {
         let mut app = App::new(Kind::Replay, header, theme, 0);
         let answer = frames.last().map(Frame::answer).unwrap_or_default();
-        app.turns.push(Turn { user: prompt, frames, answer, outcome: Outcome::Cancelled, seed: 0 });
+        app.turns.push(Turn {
+            user: prompt,
+            frames,
+            answer,
+            outcome: Outcome::Cancelled,
+            seed: 0,
+        });
         app.replay = Some(0);
         app
     }
@@ -147,14 +157,23 @@ impl App {
     pub fn ask(&mut self, user: String) {
         let cancel = Arc::new(AtomicBool::new(false));
         let seed = self.next_seed;
-        self.turns.push(Turn { user: user.clone(), frames: Vec::new(), answer: String::new(), outcome: Outcome::Running, seed });
+        self.turns.push(Turn {
+            user: user.clone(),
+            frames: Vec::new(),
+            answer: String::new(),
+            outcome: Outcome::Running,
+            seed,
+        });
         self.cancel = Some(cancel.clone());
         self.scroll = 0;
-        self.effects.push(Effect::Request(Request::Ask { user, seed, cancel }));
+        self.effects
+            .push(Effect::Request(Request::Ask { user, seed, cancel }));
     }
 
     pub fn running(&self) -> bool {
-        self.turns.last().is_some_and(|t| t.outcome == Outcome::Running)
+        self.turns
+            .last()
+            .is_some_and(|t| t.outcome == Outcome::Running)
     }
 
     pub fn take_effects(&mut self) -> Vec<Effect> {
@@ -185,7 +204,9 @@ impl App {
     }
 
     fn engine(&mut self, event: EngineEvent) {
-        let Some(turn) = self.turns.last_mut() else { return };
+        let Some(turn) = self.turns.last_mut() else {
+            return;
+        };
         match event {
             EngineEvent::Started(frame) => {
                 turn.frames = vec![frame];
@@ -196,9 +217,17 @@ impl App {
                 turn.answer = frame.answer();
                 turn.frames.push(frame);
             }
-            EngineEvent::Finished { answer, stats, cancelled } => {
+            EngineEvent::Finished {
+                answer,
+                stats,
+                cancelled,
+            } => {
                 turn.answer = answer;
-                turn.outcome = if cancelled { Outcome::Cancelled } else { Outcome::Done(stats) };
+                turn.outcome = if cancelled {
+                    Outcome::Cancelled
+                } else {
+                    Outcome::Done(stats)
+                };
                 self.cancel = None;
                 if self.kind == Kind::OneShot {
                     self.quit = true;
@@ -332,7 +361,10 @@ impl App {
 
     fn send(&mut self) {
         if self.running() {
-            self.notice = Some(("an answer is still being written: wait, or Esc to cancel it".into(), NoticeKind::Info));
+            self.notice = Some((
+                "an answer is still being written: wait, or Esc to cancel it".into(),
+                NoticeKind::Info,
+            ));
             return;
         }
         let text = self.input.text();
@@ -352,7 +384,10 @@ impl App {
             self.notice = Some(("nothing to regenerate yet".into(), NoticeKind::Info));
             return;
         };
-        self.next_seed = self.next_seed.wrapping_add(1).max(turn.seed.wrapping_add(1));
+        self.next_seed = self
+            .next_seed
+            .wrapping_add(1)
+            .max(turn.seed.wrapping_add(1));
         let seed = self.next_seed;
         let cancel = Arc::new(AtomicBool::new(false));
         turn.frames.clear();
@@ -362,12 +397,17 @@ impl App {
         self.cancel = Some(cancel.clone());
         self.scroll = 0;
         self.notice = Some((format!("regenerating with seed {seed}"), NoticeKind::Info));
-        self.effects.push(Effect::Request(Request::Regenerate { seed, cancel }));
+        self.effects
+            .push(Effect::Request(Request::Regenerate { seed, cancel }));
     }
 
     /// The last finished answer.
     fn last_answer(&self) -> Option<&str> {
-        self.turns.iter().rev().find(|t| !t.answer.is_empty()).map(|t| t.answer.as_str())
+        self.turns
+            .iter()
+            .rev()
+            .find(|t| !t.answer.is_empty())
+            .map(|t| t.answer.as_str())
     }
 
     fn save(&mut self) {
@@ -379,7 +419,11 @@ impl App {
             Some((lang, code)) => (extension_for(&lang).to_string(), code),
             None => ("md".to_string(), answer.to_string()),
         };
-        self.effects.push(Effect::Save { stem: "dcoder-answer".into(), extension, text });
+        self.effects.push(Effect::Save {
+            stem: "dcoder-answer".into(),
+            extension,
+            text,
+        });
     }
 
     fn copy(&mut self) {
@@ -409,7 +453,10 @@ impl App {
 /// The first fenced code block of `text`: its language tag and its code.
 pub fn code_block(text: &str) -> Option<(String, String)> {
     let mut lines = text.lines();
-    let tag = lines.by_ref().find_map(super::highlight::fence_tag)?.to_string();
+    let tag = lines
+        .by_ref()
+        .find_map(super::highlight::fence_tag)?
+        .to_string();
     let mut code = String::new();
     for line in lines {
         if super::highlight::fence_tag(line).is_some() {
@@ -443,5 +490,289 @@ fn extension_for(tag: &str) -> &str {
         "toml" => "toml",
         "" => "txt",
         _ => "txt",
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::canvas::{Cell, Frame};
+    use crate::tui::theme::ThemeName;
+    use ratatui::crossterm::event::KeyEventState;
+    use std::time::Duration;
+
+    fn app(kind: Kind) -> App {
+        App::new(
+            kind,
+            Header::default(),
+            Theme::new(ThemeName::Dark, false),
+            7,
+        )
+    }
+
+    fn key(code: KeyCode) -> Event {
+        Event::Key(KeyEvent::new(code, KeyModifiers::NONE))
+    }
+
+    fn ctrl(c: char) -> Event {
+        Event::Key(KeyEvent::new(KeyCode::Char(c), KeyModifiers::CONTROL))
+    }
+
+    fn typed(app: &mut App, text: &str) {
+        text.chars().for_each(|c| app.handle(key(KeyCode::Char(c))));
+    }
+
+    fn frame(step: usize, text: &[&str]) -> Frame {
+        let mut f = Frame::blank(text.len(), 0..text.len(), 1, 4);
+        for (i, t) in text.iter().enumerate() {
+            f.cells[i] = Cell {
+                text: t.to_string(),
+                revealed_at: Some(step as u32),
+                confidence: 0.5,
+                stop: false,
+            };
+        }
+        f.step = step;
+        f.elapsed = Duration::from_millis(100 * step as u64);
+        f
+    }
+
+    fn stats() -> Stats {
+        Stats {
+            steps: 2,
+            nfe: 2,
+            nfe_saved: 0,
+            elapsed: Duration::from_secs(1),
+            tokens_per_s: 2.0,
+            stopped_early: false,
+        }
+    }
+
+    /// A chat with one finished turn answering with a fenced Rust block, over three frames.
+    fn answered_chat() -> App {
+        let mut app = app(Kind::Chat);
+        typed(&mut app, "hello");
+        app.handle(key(KeyCode::Enter));
+        app.take_effects();
+        let answer = "```rust\nfn main() {}\n```";
+        app.handle(Event::Engine(EngineEvent::Started(Frame::blank(
+            3,
+            0..3,
+            1,
+            2,
+        ))));
+        app.handle(Event::Engine(EngineEvent::Frame(frame(
+            1,
+            &["```rust\n", "", ""],
+        ))));
+        app.handle(Event::Engine(EngineEvent::Frame(frame(
+            2,
+            &["```rust\n", "fn main() {}\n", "```"],
+        ))));
+        app.handle(Event::Engine(EngineEvent::Finished {
+            answer: answer.into(),
+            stats: stats(),
+            cancelled: false,
+        }));
+        app
+    }
+
+    #[test]
+    fn enter_sends_the_message_once_and_clears_the_input() {
+        let mut app = app(Kind::Chat);
+        typed(&mut app, "write fizzbuzz");
+        app.handle(key(KeyCode::Enter));
+        let effects = app.take_effects();
+        assert!(
+            matches!(&effects[..], [Effect::Request(Request::Ask { user, seed: 7, .. })] if user == "write fizzbuzz")
+        );
+        assert!(app.input.is_empty() && app.running());
+        // While the answer is being written, Enter does not send another.
+        typed(&mut app, "more");
+        app.handle(key(KeyCode::Enter));
+        assert!(app.take_effects().is_empty());
+        assert!(app.notice.is_some());
+        assert_eq!(app.input.text(), "more");
+    }
+
+    #[test]
+    fn alt_enter_adds_a_line_instead_of_sending() {
+        let mut app = app(Kind::Chat);
+        typed(&mut app, "a");
+        app.handle(Event::Key(KeyEvent::new(KeyCode::Enter, KeyModifiers::ALT)));
+        typed(&mut app, "b");
+        assert_eq!(app.input.text(), "a\nb");
+        assert!(app.take_effects().is_empty());
+    }
+
+    #[test]
+    fn esc_cancels_the_running_answer_and_keeps_the_app_open() {
+        let mut app = app(Kind::Chat);
+        typed(&mut app, "x");
+        app.handle(key(KeyCode::Enter));
+        let Some(Effect::Request(Request::Ask { cancel, .. })) = app.take_effects().pop() else {
+            panic!("no request")
+        };
+        app.handle(key(KeyCode::Esc));
+        assert!(cancel.load(Ordering::Relaxed));
+        assert!(!app.quit);
+        app.handle(Event::Engine(EngineEvent::Finished {
+            answer: String::new(),
+            stats: stats(),
+            cancelled: true,
+        }));
+        assert_eq!(app.turns[0].outcome, Outcome::Cancelled);
+        assert!(!app.running());
+    }
+
+    #[test]
+    fn ctrl_c_always_quits_and_ctrl_d_only_on_an_empty_input() {
+        let mut app = app(Kind::Chat);
+        typed(&mut app, "x");
+        app.handle(ctrl('d'));
+        assert!(!app.quit);
+        app.handle(ctrl('c'));
+        assert!(app.quit);
+        let mut app = app_with_help();
+        app.handle(ctrl('c'));
+        assert!(app.quit, "Ctrl-C quits even from the help overlay");
+    }
+
+    fn app_with_help() -> App {
+        let mut app = app(Kind::Chat);
+        app.handle(key(KeyCode::Char('?')));
+        assert!(app.help);
+        app
+    }
+
+    #[test]
+    fn question_mark_opens_help_only_on_an_empty_input_and_any_key_closes_it() {
+        let mut app = app_with_help();
+        app.handle(key(KeyCode::Char('z')));
+        assert!(
+            !app.help && app.input.is_empty(),
+            "the closing key is not typed"
+        );
+        typed(&mut app, "why?");
+        assert_eq!(app.input.text(), "why?");
+        assert!(!app.help);
+    }
+
+    #[test]
+    fn regenerate_asks_again_with_a_new_seed() {
+        let mut app = answered_chat();
+        app.handle(ctrl('r'));
+        let effects = app.take_effects();
+        let [Effect::Request(Request::Regenerate { seed, .. })] = &effects[..] else {
+            panic!("{effects:?}")
+        };
+        assert_eq!(*seed, 8);
+        assert!(app.running());
+        assert_eq!(app.turns.len(), 1, "the turn is replaced, not added");
+        assert_eq!(app.turns[0].seed, 8);
+    }
+
+    #[test]
+    fn replay_scrubs_within_the_frames() {
+        let mut app = answered_chat();
+        app.handle(ctrl('t'));
+        assert_eq!(app.replay, Some(2));
+        app.handle(key(KeyCode::Right));
+        assert_eq!(app.replay, Some(2), "cannot go past the last frame");
+        app.handle(key(KeyCode::Left));
+        assert_eq!(app.replay, Some(1));
+        assert_eq!(app.shown_frame().map(|f| f.step), Some(1));
+        app.handle(key(KeyCode::Home));
+        app.handle(key(KeyCode::Left));
+        assert_eq!(app.replay, Some(0), "cannot go before the blank canvas");
+        app.handle(key(KeyCode::End));
+        assert_eq!(app.replay, Some(2));
+        app.handle(key(KeyCode::Esc));
+        assert_eq!(app.replay, None);
+        assert!(!app.quit);
+    }
+
+    #[test]
+    fn save_and_copy_take_the_code_block() {
+        let mut app = answered_chat();
+        app.handle(ctrl('s'));
+        app.handle(ctrl('y'));
+        let effects = app.take_effects();
+        let [Effect::Save {
+            extension, text, ..
+        }, Effect::Copy(copied)] = &effects[..]
+        else {
+            panic!("{effects:?}")
+        };
+        assert_eq!(
+            (extension.as_str(), text.as_str()),
+            ("rs", "fn main() {}\n")
+        );
+        assert_eq!(copied, "fn main() {}\n");
+    }
+
+    #[test]
+    fn one_shot_quits_when_the_answer_is_done_and_esc_cancels() {
+        let mut app = app(Kind::OneShot);
+        app.ask("x".into());
+        let Some(Effect::Request(Request::Ask { cancel, .. })) = app.take_effects().pop() else {
+            panic!("no request")
+        };
+        app.handle(key(KeyCode::Char('q')));
+        assert!(cancel.load(Ordering::Relaxed));
+        assert!(!app.quit, "waits for the engine to stop");
+        app.handle(Event::Engine(EngineEvent::Finished {
+            answer: "a".into(),
+            stats: stats(),
+            cancelled: true,
+        }));
+        assert!(app.quit);
+    }
+
+    #[test]
+    fn replay_plays_on_ticks_until_the_end_or_a_pause() {
+        let frames = vec![
+            Frame::blank(2, 0..2, 1, 2),
+            frame(1, &["a", ""]),
+            frame(2, &["a", "b"]),
+        ];
+        let mut app = App::replaying(
+            Header::default(),
+            Theme::new(ThemeName::Dark, false),
+            "p".into(),
+            frames,
+        );
+        assert!(app.playing);
+        app.handle(Event::Tick);
+        assert_eq!(app.replay, Some(1));
+        app.handle(key(KeyCode::Char(' ')));
+        app.handle(Event::Tick);
+        assert_eq!(app.replay, Some(1), "paused");
+        app.handle(key(KeyCode::Char(' ')));
+        app.handle(Event::Tick);
+        app.handle(Event::Tick);
+        assert_eq!(app.replay, Some(2));
+        assert!(!app.playing, "stops at the end");
+        app.handle(key(KeyCode::Char('q')));
+        assert!(app.quit);
+    }
+
+    #[test]
+    fn key_releases_are_ignored() {
+        let mut app = app(Kind::Chat);
+        let mut release = KeyEvent::new(KeyCode::Char('a'), KeyModifiers::NONE);
+        release.kind = KeyEventKind::Release;
+        release.state = KeyEventState::NONE;
+        app.handle(Event::Key(release));
+        assert!(app.input.is_empty());
+    }
+
+    #[test]
+    fn code_block_finds_the_first_fence() {
+        assert_eq!(
+            code_block("x\n```py\nprint(1)\n```\n"),
+            Some(("py".into(), "print(1)\n".into()))
+        );
+        assert_eq!(code_block("no code"), None);
     }
 }

@@ -25,11 +25,16 @@ pub fn syntax_for(tag: &str) -> Option<&'static SyntaxReference> {
         "rs" => "rust",
         other => other,
     };
-    SYNTAXES.find_syntax_by_token(alias).or_else(|| SYNTAXES.find_syntax_by_extension(alias))
+    SYNTAXES
+        .find_syntax_by_token(alias)
+        .or_else(|| SYNTAXES.find_syntax_by_extension(alias))
 }
 
 fn theme(name: &str) -> Option<&'static Theme> {
-    THEMES.themes.get(name).or_else(|| THEMES.themes.values().next())
+    THEMES
+        .themes
+        .get(name)
+        .or_else(|| THEMES.themes.values().next())
 }
 
 /// The language tag of a fence line (```` ```rust ````), `Some("")` for a bare fence.
@@ -40,7 +45,12 @@ pub fn fence_tag(line: &str) -> Option<&str> {
 
 /// One style per `char` of `text`: code inside fences (or everything, with `forced`) coloured
 /// by its grammar, the rest `plain`.
-pub fn char_styles(text: &str, forced: Option<&'static SyntaxReference>, theme_name: &str, plain: Style) -> Vec<Style> {
+pub fn char_styles(
+    text: &str,
+    forced: Option<&'static SyntaxReference>,
+    theme_name: &str,
+    plain: Style,
+) -> Vec<Style> {
     let mut styles = Vec::with_capacity(text.len());
     let Some(theme) = theme(theme_name) else {
         styles.resize(text.chars().count(), plain);
@@ -52,12 +62,18 @@ pub fn char_styles(text: &str, forced: Option<&'static SyntaxReference>, theme_n
             block = match (&block, forced) {
                 (_, Some(syntax)) => Some(HighlightLines::new(syntax, theme)),
                 (Some(_), None) => None,
-                (None, None) => Some(HighlightLines::new(syntax_for(tag).unwrap_or(SYNTAXES.find_syntax_plain_text()), theme)),
+                (None, None) => Some(HighlightLines::new(
+                    syntax_for(tag).unwrap_or(SYNTAXES.find_syntax_plain_text()),
+                    theme,
+                )),
             };
             styles.extend(line.chars().map(|_| plain));
             continue;
         }
-        match block.as_mut().and_then(|h| h.highlight_line(line, &SYNTAXES).ok()) {
+        match block
+            .as_mut()
+            .and_then(|h| h.highlight_line(line, &SYNTAXES).ok())
+        {
             Some(ranges) => {
                 for (style, piece) in ranges {
                     let s = to_ratatui(style);
@@ -124,7 +140,11 @@ mod tests {
         let plain = Style::new();
         let styles = char_styles(text, None, "base16-ocean.dark", plain);
         assert_eq!(styles.len(), text.chars().count());
-        let at = |needle: &str| text.find(needle).map(|b| text[..b].chars().count()).expect("needle");
+        let at = |needle: &str| {
+            text.find(needle)
+                .map(|b| text[..b].chars().count())
+                .expect("needle")
+        };
         assert_eq!(styles[at("Here")], plain);
         assert_ne!(styles[at("fn")], plain, "keyword coloured");
         assert_eq!(styles[at("done")], plain);
@@ -133,7 +153,12 @@ mod tests {
     #[test]
     fn forced_language_colours_unfenced_code() {
         let text = "def f(x):\n    return x";
-        let styles = char_styles(text, syntax_for("python"), "base16-ocean.dark", Style::new());
+        let styles = char_styles(
+            text,
+            syntax_for("python"),
+            "base16-ocean.dark",
+            Style::new(),
+        );
         assert_ne!(styles[0], Style::new());
         assert!(syntax_for("no-such-language").is_none());
         assert!(syntax_for("rs").is_some() && syntax_for("c++").is_some());
@@ -143,6 +168,10 @@ mod tests {
     fn ansi_output_resets_at_each_newline() {
         let out = ansi("```rust\nlet x = 1;\n```", None, "base16-ocean.dark");
         assert!(out.contains("\x1b[38;2;"));
-        assert!(out.lines().all(|l| !l.contains('\x1b') || l.ends_with("\x1b[0m")), "{out:?}");
+        assert!(
+            out.lines()
+                .all(|l| !l.contains('\x1b') || l.ends_with("\x1b[0m")),
+            "{out:?}"
+        );
     }
 }

@@ -12,7 +12,11 @@ pub struct Input {
 
 impl Default for Input {
     fn default() -> Self {
-        Input { lines: vec![String::new()], row: 0, col: 0 }
+        Input {
+            lines: vec![String::new()],
+            row: 0,
+            col: 0,
+        }
     }
 }
 

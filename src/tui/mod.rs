@@ -89,15 +89,16 @@ where
     terminal.draw(|f| f.render_widget(&*app, f.area()))?;
     let mut drawn = Instant::now();
     while !app.quit {
-        let Ok(first) = events.recv() else { break };
-        app.handle(first);
-        while let Ok(more) = events.try_recv() {
-            app.handle(more);
-        }
+        // Effects first: the app may have queued a request before the loop started.
         for effect in app.take_effects() {
             if let Some(notice) = perform(effect) {
                 app.notice = Some((notice, app::NoticeKind::Info));
             }
+        }
+        let Ok(first) = events.recv() else { break };
+        app.handle(first);
+        while let Ok(more) = events.try_recv() {
+            app.handle(more);
         }
         if let Some(wait) = FRAME.checked_sub(drawn.elapsed()) {
             if !app.quit {
@@ -116,7 +117,10 @@ where
 /// Carries out an effect against the real terminal and file system; returns a notice.
 fn perform(effect: Effect, requests: &Sender<Request>) -> Option<String> {
     match effect {
-        Effect::Request(r) => requests.send(r).err().map(|_| "the engine stopped; restart dcoder".into()),
+        Effect::Request(r) => requests
+            .send(r)
+            .err()
+            .map(|_| "the engine stopped; restart dcoder".into()),
         Effect::Copy(text) => {
             // OSC 52: the terminal (or tmux with set-clipboard) puts it on the clipboard.
             let data = base64::engine::general_purpose::STANDARD.encode(text.as_bytes());
@@ -125,7 +129,11 @@ fn perform(effect: Effect, requests: &Sender<Request>) -> Option<String> {
             let _ = out.flush();
             None
         }
-        Effect::Save { stem, extension, text } => Some(match save(&stem, &extension, &text) {
+        Effect::Save {
+            stem,
+            extension,
+            text,
+        } => Some(match save(&stem, &extension, &text) {
             Ok(path) => format!("saved to {}", path.display()),
             Err(e) => format!("could not save: {e:#}"),
         }),
@@ -135,11 +143,20 @@ fn perform(effect: Effect, requests: &Sender<Request>) -> Option<String> {
 /// Writes `text` to the first free `stem.ext`, `stem-2.ext`, ... in the working directory.
 fn save(stem: &str, extension: &str, text: &str) -> Result<PathBuf> {
     for n in 1..1000 {
-        let name = if n == 1 { format!("{stem}.{extension}") } else { format!("{stem}-{n}.{extension}") };
+        let name = if n == 1 {
+            format!("{stem}.{extension}")
+        } else {
+            format!("{stem}-{n}.{extension}")
+        };
         let path = PathBuf::from(name);
-        match std::fs::OpenOptions::new().write(true).create_new(true).open(&path) {
+        match std::fs::OpenOptions::new()
+            .write(true)
+            .create_new(true)
+            .open(&path)
+        {
             Ok(mut file) => {
-                file.write_all(text.as_bytes()).with_context(|| format!("writing {}", path.display()))?;
+                file.write_all(text.as_bytes())
+                    .with_context(|| format!("writing {}", path.display()))?;
                 return Ok(path);
             }
             Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => continue,
@@ -155,9 +172,23 @@ fn inline_height() -> u16 {
     rows.saturating_sub(1).clamp(3, 24)
 }
 
+/// Erases an inline view and puts the cursor where it began, so what is printed next (the
+/// answer) lands right below the command line, as plain output would.
+fn leave_inline(terminal: &mut terminal::Tty) {
+    let origin = terminal.get_frame().area().as_position();
+    let _ = terminal.clear();
+    let _ = terminal.set_cursor_position(origin);
+}
+
 /// The one-shot view: runs `user` on the engine in an inline viewport and returns the turn
 /// when it ends (finished, cancelled, failed, or the user quit).
-pub fn oneshot(engine: Engine, header: Header, look: Look, seed: u64, user: String) -> Result<Turn> {
+pub fn oneshot(
+    engine: Engine,
+    header: Header,
+    look: Look,
+    seed: u64,
+    user: String,
+) -> Result<Turn> {
     let (events_tx, events) = channel();
     let (requests_tx, requests) = channel();
     let engine_tx = events_tx.clone();
@@ -168,10 +199,11 @@ pub fn oneshot(engine: Engine, header: Header, look: Look, seed: u64, user: Stri
     let mut app = App::new(Kind::OneShot, header, look.theme, seed);
     app.lang = look.lang;
     app.ask(user);
-    let result = run(&mut terminal, &mut app, &events, |e| perform(e, &requests_tx));
+    let result = run(&mut terminal, &mut app, &events, |e| {
+        perform(e, &requests_tx)
+    });
     stop.store(true, Ordering::Relaxed);
-    // Leave nothing of the view behind: the answer is printed in its place.
-    let _ = terminal.clear();
+    leave_inline(&mut terminal);
     drop(guard);
     result?;
     app.turns.pop().context("the view ended without a turn")
@@ -188,7 +220,9 @@ pub fn chat(engine: Engine, header: Header, look: Look, seed: u64) -> Result<()>
     spawn_input(events_tx, stop.clone());
     let mut app = App::new(Kind::Chat, header, look.theme, seed);
     app.lang = look.lang;
-    let result = run(&mut terminal, &mut app, &events, |e| perform(e, &requests_tx));
+    let result = run(&mut terminal, &mut app, &events, |e| {
+        perform(e, &requests_tx)
+    });
     stop.store(true, Ordering::Relaxed);
     drop(guard);
     result
@@ -201,11 +235,14 @@ pub fn replay(app: App, steps_per_s: f64) -> Result<()> {
     let stop = Arc::new(AtomicBool::new(false));
     let (guard, mut terminal) = terminal::inline(inline_height())?;
     spawn_input(events_tx.clone(), stop.clone());
-    spawn_ticker(events_tx, Duration::from_secs_f64(1.0 / steps_per_s.max(0.1)));
+    spawn_ticker(
+        events_tx,
+        Duration::from_secs_f64(1.0 / steps_per_s.max(0.1)),
+    );
     let (unused_tx, _) = channel();
     let result = run(&mut terminal, &mut app, &events, |e| perform(e, &unused_tx));
     stop.store(true, Ordering::Relaxed);
-    let _ = terminal.clear();
+    leave_inline(&mut terminal);
     drop(guard);
     result
 }

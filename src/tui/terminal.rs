@@ -14,11 +14,12 @@ use std::sync::Once;
 use anyhow::{Context, Result};
 use ratatui::backend::CrosstermBackend;
 use ratatui::crossterm::event::{
-    DisableBracketedPaste, EnableBracketedPaste, KeyboardEnhancementFlags, PopKeyboardEnhancementFlags,
-    PushKeyboardEnhancementFlags,
+    DisableBracketedPaste, EnableBracketedPaste, KeyboardEnhancementFlags,
+    PopKeyboardEnhancementFlags, PushKeyboardEnhancementFlags,
 };
 use ratatui::crossterm::terminal::{
-    disable_raw_mode, enable_raw_mode, supports_keyboard_enhancement, EnterAlternateScreen, LeaveAlternateScreen,
+    disable_raw_mode, enable_raw_mode, supports_keyboard_enhancement, EnterAlternateScreen,
+    LeaveAlternateScreen,
 };
 use ratatui::crossterm::{cursor, execute};
 use ratatui::{Terminal, TerminalOptions, Viewport};
@@ -74,8 +75,13 @@ pub fn inline(height: u16) -> Result<(TerminalGuard, Tty)> {
     enable_raw_mode().context("switching the terminal to raw mode")?;
     ACTIVE.store(true, Ordering::SeqCst);
     let guard = TerminalGuard;
-    let terminal = Terminal::with_options(CrosstermBackend::new(stdout()), TerminalOptions { viewport: Viewport::Inline(height) })
-        .context("setting up the terminal")?;
+    let terminal = Terminal::with_options(
+        CrosstermBackend::new(stdout()),
+        TerminalOptions {
+            viewport: Viewport::Inline(height),
+        },
+    )
+    .context("setting up the terminal")?;
     Ok((guard, terminal))
 }
 
@@ -87,13 +93,19 @@ pub fn fullscreen() -> Result<(TerminalGuard, Tty)> {
     ACTIVE.store(true, Ordering::SeqCst);
     let guard = TerminalGuard;
     let mut out = stdout();
-    execute!(out, EnterAlternateScreen, EnableBracketedPaste).context("entering the alternate screen")?;
+    execute!(out, EnterAlternateScreen, EnableBracketedPaste)
+        .context("entering the alternate screen")?;
     ALTERNATE.store(true, Ordering::SeqCst);
     if supports_keyboard_enhancement().unwrap_or(false)
-        && execute!(out, PushKeyboardEnhancementFlags(KeyboardEnhancementFlags::DISAMBIGUATE_ESCAPE_CODES)).is_ok()
+        && execute!(
+            out,
+            PushKeyboardEnhancementFlags(KeyboardEnhancementFlags::DISAMBIGUATE_ESCAPE_CODES)
+        )
+        .is_ok()
     {
         ENHANCED_KEYS.store(true, Ordering::SeqCst);
     }
-    let terminal = Terminal::new(CrosstermBackend::new(stdout())).context("setting up the terminal")?;
+    let terminal =
+        Terminal::new(CrosstermBackend::new(stdout())).context("setting up the terminal")?;
     Ok((guard, terminal))
 }

@@ -68,14 +68,20 @@ impl Theme {
                 mask_waiting: Style::new().fg(Color::Rgb(0x4f, 0x5b, 0x66)),
                 stop: Style::new().fg(Color::Rgb(0x4f, 0x5b, 0x66)),
                 fresh: [
-                    Style::new().bg(Color::Rgb(0x8a, 0x6d, 0x1f)).add_modifier(Modifier::BOLD),
+                    Style::new()
+                        .bg(Color::Rgb(0x8a, 0x6d, 0x1f))
+                        .add_modifier(Modifier::BOLD),
                     Style::new().bg(Color::Rgb(0x5c, 0x4b, 0x1f)),
                     Style::new().bg(Color::Rgb(0x3b, 0x34, 0x22)),
                 ],
                 user: Style::new().fg(Color::Rgb(0x96, 0xb5, 0xb4)),
-                accent: Style::new().fg(Color::Rgb(0xeb, 0xcb, 0x8b)).add_modifier(Modifier::BOLD),
+                accent: Style::new()
+                    .fg(Color::Rgb(0xeb, 0xcb, 0x8b))
+                    .add_modifier(Modifier::BOLD),
                 dim: Style::new().fg(Color::Rgb(0x65, 0x73, 0x7e)),
-                error: Style::new().fg(Color::Rgb(0xbf, 0x61, 0x6a)).add_modifier(Modifier::BOLD),
+                error: Style::new()
+                    .fg(Color::Rgb(0xbf, 0x61, 0x6a))
+                    .add_modifier(Modifier::BOLD),
                 gauge: Style::new().fg(Color::Rgb(0xeb, 0xcb, 0x8b)),
                 colour: true,
             },
@@ -86,14 +92,20 @@ impl Theme {
                 mask_waiting: Style::new().fg(Color::Rgb(0xb0, 0xb7, 0xbf)),
                 stop: Style::new().fg(Color::Rgb(0xb0, 0xb7, 0xbf)),
                 fresh: [
-                    Style::new().bg(Color::Rgb(0xff, 0xd3, 0x3d)).add_modifier(Modifier::BOLD),
+                    Style::new()
+                        .bg(Color::Rgb(0xff, 0xd3, 0x3d))
+                        .add_modifier(Modifier::BOLD),
                     Style::new().bg(Color::Rgb(0xff, 0xe5, 0x8f)),
                     Style::new().bg(Color::Rgb(0xff, 0xf5, 0xd1)),
                 ],
                 user: Style::new().fg(Color::Rgb(0x00, 0x5c, 0xc5)),
-                accent: Style::new().fg(Color::Rgb(0x8a, 0x46, 0x00)).add_modifier(Modifier::BOLD),
+                accent: Style::new()
+                    .fg(Color::Rgb(0x8a, 0x46, 0x00))
+                    .add_modifier(Modifier::BOLD),
                 dim: Style::new().fg(Color::Rgb(0x6a, 0x73, 0x7d)),
-                error: Style::new().fg(Color::Rgb(0xcb, 0x24, 0x31)).add_modifier(Modifier::BOLD),
+                error: Style::new()
+                    .fg(Color::Rgb(0xcb, 0x24, 0x31))
+                    .add_modifier(Modifier::BOLD),
                 gauge: Style::new().fg(Color::Rgb(0x8a, 0x46, 0x00)),
                 colour: true,
             },

@@ -52,7 +52,12 @@ pub enum CanvasMode {
 
 /// A frame laid out at `width` columns, and the line of the first masked position of the
 /// current block (the place to keep in view).
-pub fn canvas_lines(frame: &Frame, app: &App, width: u16, mode: CanvasMode) -> (Vec<Line<'static>>, usize) {
+pub fn canvas_lines(
+    frame: &Frame,
+    app: &App,
+    width: u16,
+    mode: CanvasMode,
+) -> (Vec<Line<'static>>, usize) {
     let theme = &app.theme;
     // Characters to draw, the cell each belongs to, and the text the highlighter sees (masks
     // and stops as spaces, so grammars are not confused by glyphs).
@@ -77,7 +82,13 @@ pub fn canvas_lines(frame: &Frame, app: &App, width: u16, mode: CanvasMode) -> (
     let for_highlight: String = chars
         .iter()
         .zip(&owner)
-        .map(|(&c, &i)| if frame.cells[i].is_masked() || frame.cells[i].stop { ' ' } else { c })
+        .map(|(&c, &i)| {
+            if frame.cells[i].is_masked() || frame.cells[i].stop {
+                ' '
+            } else {
+                c
+            }
+        })
         .collect();
     let base = if theme.colour {
         char_styles(&for_highlight, app.lang, theme.syntax, theme.text)
@@ -192,7 +203,11 @@ fn stats_line(turn: &Turn) -> Option<String> {
         Outcome::Cancelled => Some("cancelled".into()),
         Outcome::Failed(e) => Some(format!("error: {e}")),
         Outcome::Done(s) => {
-            let early = if s.stopped_early { format!(" · stopped early, {} NFE saved", s.nfe_saved) } else { String::new() };
+            let early = if s.stopped_early {
+                format!(" · stopped early, {} NFE saved", s.nfe_saved)
+            } else {
+                String::new()
+            };
             Some(format!(
                 "{} steps · NFE {} · {:.1} tok/s · {:.1} s · seed {}{early}",
                 s.steps,
@@ -209,24 +224,42 @@ impl App {
     fn status_line(&self, width: u16) -> Line<'static> {
         let theme = &self.theme;
         let right = match self.kind {
-            Kind::Replay => " ←/→ step · space play · q quit · ? help",
-            Kind::OneShot => " Esc cancel · ? help",
-            Kind::Chat if self.replay.is_some() => " ←/→ step · Esc leave · ? help",
-            Kind::Chat => " ? help",
+            Kind::Replay => " space play · ? help",
+            Kind::Chat if self.replay.is_some() => " ←/→ Esc · ? help",
+            Kind::OneShot | Kind::Chat => " ? help",
         };
         let left = match (&self.notice, self.shown_frame()) {
             (Some((text, kind)), _) => {
-                let style = if *kind == NoticeKind::Error { theme.error } else { theme.accent };
+                let style = if *kind == NoticeKind::Error {
+                    theme.error
+                } else {
+                    theme.accent
+                };
                 Span::styled(text.clone(), style)
             }
+            // Progress first: on a narrow terminal it is what matters.
             (None, Some(frame)) => {
-                let replaying = if self.replay.is_some() { "replay · " } else { "" };
+                let replaying = if self.replay.is_some() {
+                    "replay · "
+                } else {
+                    ""
+                };
+                let model = format!(
+                    "{} · {} {}",
+                    self.header.model, self.header.device, self.header.dtype
+                );
                 Span::styled(
-                    format!("{} · {} {} · {replaying}{}", self.header.model, self.header.device, self.header.dtype, progress(frame)),
+                    format!("{replaying}{} · {model}", progress(frame)),
                     theme.dim,
                 )
             }
-            (None, None) => Span::styled(format!("{} · {} {}", self.header.model, self.header.device, self.header.dtype), theme.dim),
+            (None, None) => Span::styled(
+                format!(
+                    "{} · {} {}",
+                    self.header.model, self.header.device, self.header.dtype
+                ),
+                theme.dim,
+            ),
         };
         let room = usize::from(width).saturating_sub(right.chars().count());
         let left_text: String = left.content.chars().take(room).collect();
@@ -234,12 +267,17 @@ impl App {
         Line::from(vec![
             Span::styled(left_text, left.style),
             Span::raw(" ".repeat(pad)),
-            Span::styled(right.chars().take(usize::from(width)).collect::<String>(), theme.dim),
+            Span::styled(
+                right.chars().take(usize::from(width)).collect::<String>(),
+                theme.dim,
+            ),
         ])
     }
 
     fn gauge_line(&self, width: u16) -> Line<'static> {
-        let ratio = self.shown_frame().map_or(0.0, |f| f.revealed() as f64 / f.cells.len().max(1) as f64);
+        let ratio = self
+            .shown_frame()
+            .map_or(0.0, |f| f.revealed() as f64 / f.cells.len().max(1) as f64);
         let filled = (ratio * f64::from(width)).round() as usize;
         let rest = usize::from(width).saturating_sub(filled);
         Line::from(vec![
@@ -259,8 +297,14 @@ impl App {
             lines.push(Line::styled("› you", theme.user));
             lines.extend(plain_lines(turn.user.trim_end(), theme.user, width));
             lines.push(Line::styled("› dcoder", theme.accent));
-            let live = n == last && (turn.outcome == Outcome::Running || self.replay.is_some());
-            let frame = if n == last { self.shown_frame() } else { turn.last_frame() };
+            // An unfinished answer keeps its masks on screen; a finished one shows its text.
+            let live =
+                !matches!(turn.outcome, Outcome::Done(_)) || (n == last && self.replay.is_some());
+            let frame = if n == last {
+                self.shown_frame()
+            } else {
+                turn.last_frame()
+            };
             match frame {
                 Some(frame) if live => {
                     let (canvas, at) = canvas_lines(frame, self, width, CanvasMode::Live);
@@ -271,18 +315,31 @@ impl App {
                 None => lines.push(Line::styled("…", theme.dim)),
             }
             if let Some(stats) = stats_line(turn) {
-                let style = if matches!(turn.outcome, Outcome::Failed(_)) { theme.error } else { theme.dim };
+                let style = if matches!(turn.outcome, Outcome::Failed(_)) {
+                    theme.error
+                } else {
+                    theme.dim
+                };
                 lines.extend(plain_lines(&stats, style, width));
             }
             lines.push(Line::raw(""));
         }
         if self.turns.is_empty() {
-            lines.push(Line::styled("Ask for some code. Enter sends, Alt-Enter adds a line, ? shows the keys.", theme.dim));
+            lines.push(Line::styled(
+                "Ask for some code. Enter sends, Alt-Enter adds a line, ? shows the keys.",
+                theme.dim,
+            ));
         }
         (lines, focus)
     }
 
-    fn render_scrolled(&self, lines: Vec<Line<'static>>, focus: Option<usize>, area: Rect, buf: &mut Buffer) {
+    fn render_scrolled(
+        &self,
+        lines: Vec<Line<'static>>,
+        focus: Option<usize>,
+        area: Rect,
+        buf: &mut Buffer,
+    ) {
         let height = usize::from(area.height);
         let total = lines.len();
         let bottom_top = total.saturating_sub(height);
@@ -298,8 +355,15 @@ impl App {
 
     fn render_input(&self, area: Rect, buf: &mut Buffer) {
         let theme = &self.theme;
-        let title = if self.running() { " writing… Esc cancels " } else { " message · Enter sends · Alt-Enter newline " };
-        let block = Block::default().borders(Borders::TOP).border_style(theme.dim).title(Span::styled(title, theme.dim));
+        let title = if self.running() {
+            " writing… Esc cancels "
+        } else {
+            " message · Enter sends · Alt-Enter newline "
+        };
+        let block = Block::default()
+            .borders(Borders::TOP)
+            .border_style(theme.dim)
+            .title(Span::styled(title, theme.dim));
         let inner = block.inner(area);
         block.render(area, buf);
         let (row, col) = self.input.cursor();
@@ -316,11 +380,18 @@ impl App {
         Paragraph::new(lines).render(inner, buf);
         // The cursor as a reversed cell, so tests and screenshots see it too.
         let line = &self.input.lines()[row];
-        let x_off: usize = 2 + line.chars().take(col).map(|c| c.width().unwrap_or(0)).sum::<usize>();
+        let x_off: usize = 2 + line
+            .chars()
+            .take(col)
+            .map(|c| c.width().unwrap_or(0))
+            .sum::<usize>();
         let (x, y) = (inner.x as usize + x_off, inner.y as usize + row - first);
         if x < usize::from(inner.right()) && y < usize::from(inner.bottom()) {
             let cell = &mut buf[(x as u16, y as u16)];
-            cell.set_style(cell.style().add_modifier(ratatui::style::Modifier::REVERSED));
+            cell.set_style(
+                cell.style()
+                    .add_modifier(ratatui::style::Modifier::REVERSED),
+            );
         }
     }
 
@@ -334,12 +405,16 @@ impl App {
                 ("Ctrl-S", "save the last code block to a file"),
                 ("Ctrl-Y", "copy the last code block (OSC 52)"),
                 ("Ctrl-T", "replay the last answer step by step"),
-                ("  ←/→ PgUp/PgDn Home/End", "  step through the replay"),
+                ("  ←/→ PgUp/PgDn Home/End", "step through the replay"),
                 ("PgUp/PgDn", "scroll the history"),
                 ("Ctrl-D (empty input), Ctrl-C", "quit"),
                 ("? or F1", "this help"),
             ],
-            Kind::OneShot => &[("Esc, q", "cancel and leave"), ("Ctrl-C", "quit"), ("? or F1", "this help")],
+            Kind::OneShot => &[
+                ("Esc, q", "cancel and leave"),
+                ("Ctrl-C", "quit"),
+                ("? or F1", "this help"),
+            ],
             Kind::Replay => &[
                 ("space", "play / pause"),
                 ("←/→", "one step back / forward"),
@@ -348,7 +423,11 @@ impl App {
                 ("q, Esc", "quit"),
             ],
         };
-        let key_width = keys.iter().map(|(k, _)| k.chars().count()).max().unwrap_or(0);
+        let key_width = keys
+            .iter()
+            .map(|(k, _)| k.chars().count())
+            .max()
+            .unwrap_or(0);
         let lines: Vec<Line<'static>> = keys
             .iter()
             .map(|(k, what)| {
@@ -360,9 +439,17 @@ impl App {
             .collect();
         let w = (key_width + 44).min(usize::from(area.width)) as u16;
         let h = (lines.len() + 2).min(usize::from(area.height)) as u16;
-        let popup = Rect::new(area.x + (area.width - w) / 2, area.y + (area.height - h) / 2, w, h);
+        let popup = Rect::new(
+            area.x + (area.width - w) / 2,
+            area.y + (area.height - h) / 2,
+            w,
+            h,
+        );
         Clear.render(popup, buf);
-        let block = Block::default().borders(Borders::ALL).border_style(self.theme.accent).title(" keys · any key closes ");
+        let block = Block::default()
+            .borders(Borders::ALL)
+            .border_style(self.theme.accent)
+            .title(" keys · any key closes ");
         let inner = block.inner(popup);
         block.render(popup, buf);
         Paragraph::new(lines).render(inner, buf);
@@ -391,14 +478,23 @@ impl Widget for &App {
                 self.gauge_line(gauge.width).render(gauge, buf);
             }
             Kind::OneShot | Kind::Replay => {
-                let [canvas, status, gauge] =
-                    Layout::vertical([Constraint::Min(0), Constraint::Length(1), Constraint::Length(1)]).areas(area);
+                let [canvas, status, gauge] = Layout::vertical([
+                    Constraint::Min(0),
+                    Constraint::Length(1),
+                    Constraint::Length(1),
+                ])
+                .areas(area);
                 if let Some(frame) = self.shown_frame() {
                     let (lines, focus) = canvas_lines(frame, self, canvas.width, CanvasMode::Live);
                     // Keep the block being denoised in view; a finished canvas shows its start.
                     let height = usize::from(canvas.height);
-                    let top = if lines.len() <= height { 0 } else { focus.saturating_sub(height / 3).min(lines.len() - height) };
-                    Paragraph::new(lines.into_iter().skip(top).take(height).collect::<Vec<_>>()).render(canvas, buf);
+                    let top = if lines.len() <= height {
+                        0
+                    } else {
+                        focus.saturating_sub(height / 3).min(lines.len() - height)
+                    };
+                    Paragraph::new(lines.into_iter().skip(top).take(height).collect::<Vec<_>>())
+                        .render(canvas, buf);
                 }
                 self.status_line(status.width).render(status, buf);
                 self.gauge_line(gauge.width).render(gauge, buf);
@@ -407,5 +503,301 @@ impl Widget for &App {
         if self.help {
             self.render_help(area, buf);
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::canvas::Cell;
+    use crate::engine::{EngineEvent, Stats};
+    use crate::tui::app::{Event, Header};
+    use crate::tui::theme::ThemeName;
+    use ratatui::backend::TestBackend;
+    use ratatui::crossterm::event::{KeyCode, KeyEvent, KeyModifiers};
+    use ratatui::Terminal;
+    use std::time::Duration;
+
+    /// The canvas of the tests: a short answer with a fenced Rust block, then EOS padding.
+    const TOKENS: [&str; 20] = [
+        "Here",
+        " is",
+        " one",
+        ":\n",
+        "```",
+        "rust",
+        "\n",
+        "fn",
+        " main",
+        "()",
+        " {",
+        "\n",
+        "    ",
+        "println!(\"hi\");",
+        "\n",
+        "}",
+        "\n",
+        "```",
+        "",
+        "",
+    ];
+    /// Which positions each step reveals (two per step, blocks of ten).
+    const ORDER: [[usize; 2]; 10] = [
+        [7, 8],
+        [0, 1],
+        [4, 5],
+        [2, 3],
+        [6, 9],
+        [10, 11],
+        [13, 15],
+        [18, 19],
+        [12, 14],
+        [16, 17],
+    ];
+
+    fn frame_after(steps: usize) -> Frame {
+        let mut frame = Frame::blank(TOKENS.len(), 0..10, 2, ORDER.len());
+        for (s, pair) in ORDER.iter().take(steps).enumerate() {
+            for &i in pair {
+                frame.cells[i] = Cell {
+                    text: TOKENS[i].to_string(),
+                    revealed_at: Some(s as u32 + 1),
+                    confidence: 0.8,
+                    stop: i >= 18,
+                };
+            }
+        }
+        frame.step = steps;
+        frame.block = usize::from(steps > 5);
+        frame.block_span = if steps > 5 { 10..20 } else { 0..10 };
+        frame.nfe = steps;
+        frame.elapsed = Duration::from_millis(250 * steps as u64);
+        frame
+    }
+
+    fn header() -> Header {
+        Header {
+            model: "llada-tiny".into(),
+            device: "cpu".into(),
+            dtype: "f32".into(),
+        }
+    }
+
+    fn app_after(kind: Kind, steps: usize) -> App {
+        let mut app = App::new(kind, header(), Theme::new(ThemeName::Dark, false), 0);
+        app.ask("Write hello world in Rust.".into());
+        app.take_effects();
+        app.handle(Event::Engine(EngineEvent::Started(frame_after(0))));
+        for s in 1..=steps {
+            app.handle(Event::Engine(EngineEvent::Frame(frame_after(s))));
+        }
+        app
+    }
+
+    fn finished(app: &mut App) {
+        let stats = Stats {
+            steps: 10,
+            nfe: 10,
+            nfe_saved: 0,
+            elapsed: Duration::from_millis(2500),
+            tokens_per_s: 8.0,
+            stopped_early: false,
+        };
+        let answer = frame_after(10).answer();
+        app.handle(Event::Engine(EngineEvent::Finished {
+            answer,
+            stats,
+            cancelled: false,
+        }));
+    }
+
+    fn draw(app: &App, width: u16, height: u16) -> Terminal<TestBackend> {
+        let mut terminal = Terminal::new(TestBackend::new(width, height)).expect("test backend");
+        terminal
+            .draw(|f| f.render_widget(app, f.area()))
+            .expect("draw");
+        terminal
+    }
+
+    /// Where `needle` starts on screen.
+    fn find(terminal: &Terminal<TestBackend>, needle: &str) -> Option<(u16, u16)> {
+        let buf = terminal.backend().buffer();
+        (0..buf.area.height).find_map(|y| {
+            let line: String = (0..buf.area.width)
+                .map(|x| buf[(x, y)].symbol().to_string())
+                .collect();
+            line.find(needle)
+                .map(|b| (line[..b].chars().count() as u16, y))
+        })
+    }
+
+    #[test]
+    fn one_shot_first_step_is_all_masks() {
+        let terminal = draw(&app_after(Kind::OneShot, 0), 40, 6);
+        insta::assert_snapshot!("one_shot_first_step", terminal.backend());
+    }
+
+    #[test]
+    fn one_shot_mid_run() {
+        let terminal = draw(&app_after(Kind::OneShot, 4), 40, 8);
+        insta::assert_snapshot!("one_shot_mid_run", terminal.backend());
+    }
+
+    #[test]
+    fn one_shot_finished() {
+        let mut app = app_after(Kind::OneShot, 10);
+        finished(&mut app);
+        let terminal = draw(&app, 40, 10);
+        insta::assert_snapshot!("one_shot_finished", terminal.backend());
+    }
+
+    #[test]
+    fn chat_with_a_cancelled_answer() {
+        let mut app = app_after(Kind::Chat, 3);
+        app.handle(Event::Engine(EngineEvent::Finished {
+            answer: frame_after(3).answer(),
+            stats: Stats {
+                steps: 3,
+                nfe: 3,
+                nfe_saved: 0,
+                elapsed: Duration::ZERO,
+                tokens_per_s: 0.0,
+                stopped_early: false,
+            },
+            cancelled: true,
+        }));
+        let terminal = draw(&app, 50, 12);
+        insta::assert_snapshot!("chat_cancelled", terminal.backend());
+    }
+
+    #[test]
+    fn chat_help_overlay() {
+        let mut app = app_after(Kind::Chat, 10);
+        finished(&mut app);
+        app.handle(Event::Key(KeyEvent::new(KeyCode::F(1), KeyModifiers::NONE)));
+        let terminal = draw(&app, 80, 20);
+        insta::assert_snapshot!("chat_help", terminal.backend());
+    }
+
+    #[test]
+    fn chat_replay_shows_the_scrubbed_step() {
+        let mut app = app_after(Kind::Chat, 10);
+        finished(&mut app);
+        app.handle(Event::Key(KeyEvent::new(
+            KeyCode::Char('t'),
+            KeyModifiers::CONTROL,
+        )));
+        for _ in 0..7 {
+            app.handle(Event::Key(KeyEvent::new(KeyCode::Left, KeyModifiers::NONE)));
+        }
+        let terminal = draw(&app, 50, 12);
+        insta::assert_snapshot!("chat_replay_step_3", terminal.backend());
+    }
+
+    #[test]
+    fn a_tiny_terminal_does_not_panic() {
+        for kind in [Kind::OneShot, Kind::Chat, Kind::Replay] {
+            let mut app = app_after(kind, 4);
+            app.help = true;
+            for (w, h) in [(20, 5), (1, 1), (5, 2), (0, 0)] {
+                draw(&app, w, h);
+            }
+        }
+        let terminal = draw(&app_after(Kind::Chat, 4), 20, 5);
+        insta::assert_snapshot!("chat_tiny_20x5", terminal.backend());
+    }
+
+    #[test]
+    fn masked_fresh_and_highlighted_cells_have_their_styles() {
+        let app = app_after(Kind::OneShot, 5);
+        let theme = app.theme;
+        let terminal = draw(&app, 40, 8);
+        let buf = terminal.backend().buffer();
+        // Step 5 revealed "()" (and a newline): fresh, with the newest background; step 4's
+        // " one" has faded one step.
+        let (x, y) = find(&terminal, "()").expect("fresh text on screen");
+        assert_eq!(buf[(x, y)].style().bg, theme.fresh[0].bg);
+        let (x, y) = find(&terminal, "one").expect("older text on screen");
+        assert_eq!(buf[(x, y)].style().bg, theme.fresh[1].bg);
+        // "fn" was revealed at step 1, four steps ago: no emphasis left, keyword colour only.
+        let (x, y) = find(&terminal, "fn").expect("keyword on screen");
+        let fn_style = buf[(x, y)].style();
+        assert_ne!(fn_style.bg, theme.fresh[0].bg);
+        assert!(
+            fn_style.fg.is_some() && fn_style.fg != theme.text.fg,
+            "syntax colour, not plain text"
+        );
+        // Masks (at step 4, when block 0 still has some): the current block's brighter than the
+        // next block's.
+        let terminal = draw(&app_after(Kind::OneShot, 4), 40, 8);
+        let buf = terminal.backend().buffer();
+        let masks: Vec<(u16, u16)> = (0..buf.area.height)
+            .flat_map(|y| (0..buf.area.width).map(move |x| (x, y)))
+            .filter(|&(x, y)| buf[(x, y)].symbol() == "░")
+            .collect();
+        let fgs: Vec<_> = masks.iter().map(|&(x, y)| buf[(x, y)].style().fg).collect();
+        assert!(
+            fgs.contains(&theme.mask_active.fg) && fgs.contains(&theme.mask_waiting.fg),
+            "{fgs:?}"
+        );
+    }
+
+    #[test]
+    fn no_color_marks_states_without_colours() {
+        let mut app = app_after(Kind::OneShot, 4);
+        app.theme = Theme::new(ThemeName::Dark, true);
+        let terminal = draw(&app, 40, 8);
+        let buf = terminal.backend().buffer();
+        let colours = (0..buf.area.height)
+            .flat_map(|y| (0..buf.area.width).map(move |x| (x, y)))
+            .filter(|&(x, y)| {
+                buf[(x, y)]
+                    .style()
+                    .fg
+                    .is_some_and(|c| c != ratatui::style::Color::Reset)
+            })
+            .count();
+        assert_eq!(colours, 0, "NO_COLOR: no foreground colours");
+        let (x, y) = find(&terminal, "one").expect("fresh text");
+        assert!(buf[(x, y)]
+            .style()
+            .add_modifier
+            .contains(ratatui::style::Modifier::REVERSED));
+    }
+
+    #[test]
+    fn control_characters_from_the_model_are_drawn_as_symbols() {
+        let mut app = app_after(Kind::OneShot, 0);
+        let mut frame = frame_after(0);
+        frame.cells[0] = Cell {
+            text: "a\x1b[31mb\x07".into(),
+            revealed_at: Some(1),
+            confidence: 0.5,
+            stop: false,
+        };
+        frame.step = 1;
+        app.handle(Event::Engine(EngineEvent::Frame(frame)));
+        let terminal = draw(&app, 40, 6);
+        assert!(find(&terminal, "a␛[31mb␇").is_some());
+        assert_eq!(printable("x\x1by\tz"), "x␛y    z");
+    }
+
+    #[test]
+    fn wide_characters_wrap_by_columns() {
+        let mut app = app_after(Kind::OneShot, 0);
+        let mut frame = frame_after(0);
+        frame.cells[0] = Cell {
+            text: "日本語日本語".into(),
+            revealed_at: Some(1),
+            confidence: 0.5,
+            stop: false,
+        };
+        frame.step = 1;
+        let (lines, _) = canvas_lines(&frame, &app, 5, CanvasMode::Answer);
+        assert_eq!(
+            lines.iter().map(|l| l.width()).collect::<Vec<_>>(),
+            vec![4, 4, 4]
+        );
+        app.handle(Event::Engine(EngineEvent::Frame(frame)));
     }
 }
