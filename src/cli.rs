@@ -4,7 +4,7 @@ use clap::{Args, Parser, Subcommand};
 
 use std::path::PathBuf;
 
-use crate::diffusion::Strategy;
+use crate::diffusion::{CacheMode, Strategy};
 use crate::settings::Defaults;
 use crate::tui::theme::ThemeName;
 
@@ -144,6 +144,18 @@ pub struct SamplerArgs {
     #[arg(long)]
     pub no_early_stop: bool,
 
+    /// Parallel decoding (Fast-dLLM): each step also reveals every masked position whose confidence is at least T.
+    #[arg(long, value_name = "T", allow_negative_numbers = true)]
+    pub threshold: Option<f64>,
+
+    /// Key/value reuse across steps: none, prefix or dual (Fast-dLLM, approximate for LLaDA); block-diffusion models cache exactly unless none.
+    #[arg(long, value_enum)]
+    pub cache: Option<CacheMode>,
+
+    /// Block diffusion: denoising steps per block (default: --steps spread over the blocks).
+    #[arg(long, value_name = "N")]
+    pub steps_per_block: Option<usize>,
+
     /// Random seed; the same seed and settings give the same answer.
     #[arg(long, default_value_t = 0)]
     pub seed: u64,
@@ -165,6 +177,9 @@ impl SamplerArgs {
             top_k: self.top_k,
             alg_temp: self.alg_temp,
             eps: self.eps,
+            threshold: self.threshold,
+            cache: self.cache,
+            steps_per_block: self.steps_per_block,
             early_stop: match (self.early_stop, self.no_early_stop) {
                 (true, _) => Some(true),
                 (_, true) => Some(false),
@@ -272,6 +287,10 @@ pub struct BenchArgs {
     /// Time single forward passes over this many tokens instead of a generation.
     #[arg(long, value_name = "TOKENS")]
     pub forward: Option<usize>,
+
+    /// With --forward: a cached prefix of N tokens before them (one block-diffusion step).
+    #[arg(long, default_value_t = 0, value_name = "N")]
+    pub past: usize,
 
     /// With --forward: put only the last K rows through the LM head, as the sampler does for a
     /// block of K positions (default: every row, the reference model's work).

@@ -53,10 +53,6 @@ pub fn pick_dtype(spec: Option<&str>, device: &Device) -> Result<DType> {
     }
 }
 
-pub fn dtype_name(dtype: DType) -> &'static str {
-    dtype.as_str()
-}
-
 /// Bytes of memory the kernel says a new allocation can use (`MemAvailable`), if known.
 pub fn available_memory() -> Option<u64> {
     let info = std::fs::read_to_string("/proc/meminfo").ok()?;

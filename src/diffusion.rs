@@ -1,18 +1,28 @@
 //! The denoising loop: a canvas of masks after the prompt, revealed a few positions per step.
 //!
-//! Two schedules, as the references define them:
+//! Schedules, as the references define them:
 //! - **blocks** (LLaDA `generate()`, reference-spec 1.6): the canvas is split into
 //!   `gen_length / block_length` semi-autoregressive blocks, each denoised in `steps / blocks`
 //!   steps; step `i` of a block reveals `transfer_counts(..)[i]` positions;
 //! - **timesteps** (Dream `diffusion_generate`, reference-spec 2.5): one pass over the whole
 //!   canvas; with `t, s` consecutive values of `linspace(1, eps, steps + 1)` (float32), step `i`
-//!   reveals `int(N (1 - s / t))` of the `N` masked positions, the last step all that remain.
+//!   reveals `int(N (1 - s / t))` of the `N` masked positions, the last step all that remain;
+//! - **block diffusion** (dllm `BD3LMSampler`, block-diffusion-spec 1.3-1.7): block-causal
+//!   attention, the prompt end-aligned to the block grid, each block denoised with the
+//!   linear-alpha schedule (`bd3lm_counts`), committed blocks kept in an exact KV cache, stop
+//!   after a block that holds EOS.
 //!
 //! Within a step the decision rule of the model family (`sampler.rs`) proposes a token and a
 //! confidence for every masked position of the current block, and the most confident ones are
-//! revealed (or, Dream's `origin`, each with probability `1 - s/t`; or, with `alg_temp > 0`, a
-//! draw weighted by `softmax(confidence / alg_temp)`). Revealed tokens are never re-masked.
-//! Dream-family models predict position `i` from logit row `i - 1` (the logit shift).
+//! revealed (or: Dream's `origin`, each with probability `1 - s/t`; with `alg_temp > 0`, a draw
+//! weighted by `softmax(confidence / alg_temp)`; with a threshold, Fast-dLLM's rule: the most
+//! confident one plus every other one at or above the threshold). Revealed tokens are never
+//! re-masked. Dream-family models predict position `i` from logit row `i - 1` (the logit shift).
+//!
+//! Bidirectional models can reuse keys and values across steps with Fast-dLLM's approximate
+//! caches (`CacheMode`, reference-spec 3.2): a full pass at each block start stores every
+//! position; later steps run the block and the rest of the canvas (`prefix`) or the block alone
+//! (`dual`) against it.
 //!
 //! The engine knows nothing of terminals or threads: it reports each step through a callback
 //! whose return value can stop it, like llama.cpp's `diffusion_step_callback_t`.
@@ -20,11 +30,13 @@
 use std::ops::{ControlFlow, Range};
 use std::time::{Duration, Instant};
 
-use anyhow::{Context, Result};
+use anyhow::{bail, Context, Result};
 use candle_core::{Device, IndexOp, Tensor};
 use rand::{rngs::StdRng, Rng, SeedableRng};
 use serde::{Deserialize, Serialize};
 
+use crate::model::kv_cache::CacheOp;
+use crate::model::Pass;
 use crate::sampler::{
     draw_without_replacement, eos_last_ids, neg_inf_bias, Decision, DreamRule, LladaRule,
 };
@@ -46,12 +58,16 @@ pub enum Strategy {
     Origin,
 }
 
-/// The per-position decision rule of a model family (models.toml `sampler`).
+/// The sampler family of an architecture (models.toml `sampler`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "kebab-case")]
 pub enum Family {
+    /// LLaDA's `generate()`.
     Llada,
+    /// Dream's `diffusion_generate()`.
     Dream,
+    /// Block diffusion (dllm's BD3LM sampler): block-causal attention, exact KV cache.
+    Bd3lm,
 }
 
 /// How many positions each step reveals, and where.
@@ -64,12 +80,27 @@ pub enum Schedule {
     Timesteps { eps: f64 },
 }
 
+/// Key/value reuse across steps (`--cache`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, clap::ValueEnum)]
+#[serde(rename_all = "kebab-case")]
+pub enum CacheMode {
+    /// Recompute every position every step (the references' default). For block diffusion:
+    /// recompute the prompt and committed blocks too (slow; proves the exact cache exact).
+    None,
+    /// Fast-dLLM prefix cache: steps after a block's first run the block and everything after
+    /// it against the stored prompt and earlier blocks. Block diffusion: the exact cache.
+    Prefix,
+    /// Fast-dLLM dual cache: steps after a block's first run the block alone against everything
+    /// stored at the block's start.
+    Dual,
+}
+
 /// Sampler parameters, already checked (see `settings::resolve`).
 #[derive(Debug, Clone, PartialEq)]
 pub struct Params {
     /// Canvas length: positions generated after the prompt.
     pub gen_length: usize,
-    /// Total denoising steps (with blocks, a whole number per block).
+    /// Total denoising steps (with LLaDA blocks, a whole number per block).
     pub steps: usize,
     pub schedule: Schedule,
     pub family: Family,
@@ -91,6 +122,12 @@ pub struct Params {
     pub suppress_eos: bool,
     /// Reveal EOS/EOT last (`confidence_eos_eot_inf`, as the reference code behaves).
     pub eos_last: bool,
+    /// Parallel decoding (Fast-dLLM): reveal the most confident masked position and every other
+    /// one whose confidence is at least this; a block runs until it has no masks left.
+    pub threshold: Option<f64>,
+    pub cache: CacheMode,
+    /// Block diffusion: steps per block (else `ceil(steps / blocks)`).
+    pub steps_per_block: Option<usize>,
     /// Stop as soon as the answer is final: a stop token is revealed and every position before
     /// it too. The rest of the canvas is filled with EOS instead of being denoised.
     pub early_stop: bool,
@@ -98,11 +135,11 @@ pub struct Params {
 }
 
 impl Params {
-    /// The blocks of the canvas, in canvas positions.
+    /// The blocks of the canvas, in canvas positions (the last may be shorter).
     pub fn blocks(&self) -> Vec<Range<usize>> {
         match self.schedule {
-            Schedule::Blocks { block_length } => (0..self.gen_length / block_length)
-                .map(|b| b * block_length..(b + 1) * block_length)
+            Schedule::Blocks { block_length } => (0..self.gen_length.div_ceil(block_length))
+                .map(|b| b * block_length..((b + 1) * block_length).min(self.gen_length))
                 .collect(),
             // One block: the whole canvas.
             Schedule::Timesteps { .. } => std::iter::once(0..self.gen_length).collect(),
@@ -116,15 +153,20 @@ pub struct SpecialIds {
     pub mask: u32,
     pub eos: u32,
     pub eot: Option<u32>,
+    /// The pad id, which block diffusion treats as absent from attention (dllm's rule).
+    pub pad: Option<u32>,
     /// Every id that ends an answer (EOS, EOT, pad).
     pub stops: Vec<u32>,
 }
 
 /// A network that predicts tokens at masked positions.
 pub trait Denoiser {
-    /// Logits of the positions `rows` of every sequence in `ids` (`[batch, seq]`), as
-    /// `[batch, rows.len(), vocab]`. Only the requested rows go through the LM head.
-    fn logits(&mut self, ids: &Tensor, rows: &[u32]) -> candle_core::Result<Tensor>;
+    /// Logits `[batch, rows.len(), vocab]` of the `rows` (indices into the pass's tokens) of one
+    /// forward pass. Only the requested rows go through the LM head.
+    fn forward(&mut self, pass: &Pass, rows: &[u32]) -> candle_core::Result<Tensor>;
+    /// Keeps the first `len` cached positions.
+    fn truncate_cache(&mut self, len: usize);
+    fn clear_cache(&mut self);
     fn vocab_size(&self) -> usize;
     fn device(&self) -> &Device;
 }
@@ -161,14 +203,16 @@ pub struct Step<'a> {
 /// The result of one run of the loop.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Generation {
-    /// `gen_length` ids; masks remain only if the run was cancelled.
+    /// The canvas: `gen_length` ids, or the blocks run when block diffusion stopped after an
+    /// EOS; masks remain only if the run was cancelled.
     pub canvas: Vec<u32>,
-    /// Steps that revealed tokens.
+    /// Denoising steps (forward passes that revealed tokens).
     pub steps: usize,
+    /// All forward passes, cache refreshes and block commits included.
     pub nfe: usize,
     pub elapsed: Duration,
     pub cancelled: bool,
-    /// The answer was final before the schedule ended (`early_stop`).
+    /// The answer was final before the schedule ended.
     pub stopped_early: bool,
 }
 
@@ -177,6 +221,34 @@ pub struct Generation {
 pub fn transfer_counts(masked: usize, steps: usize) -> Vec<usize> {
     let (base, extra) = (masked / steps, masked % steps);
     (0..steps).map(|i| base + usize::from(i < extra)).collect()
+}
+
+/// Block diffusion's schedule for `masked` positions in `steps` steps (dllm
+/// `get_num_transfer_tokens` with the linear alpha scheduler, block-diffusion-spec 1.5):
+/// `t = (S - j)/S`, `s = (S - j - 1)/S`, `alpha(x) = 1 - x` and `r = (1 - alpha(s)) / (1 -
+/// alpha(t))` in float32, `k_j = round_half_even(m (1 - r))` in float64 over the masks `m`
+/// left, until none is left; steps revealing nothing are dropped.
+pub fn bd3lm_counts(masked: usize, steps: usize) -> Vec<usize> {
+    let mut left = masked;
+    let mut counts = Vec::new();
+    for j in 0..steps {
+        if left == 0 {
+            break;
+        }
+        let t = ((steps - j) as f64 / steps as f64) as f32;
+        let s = ((steps - j - 1) as f64 / steps as f64) as f32;
+        let (alpha_t, alpha_s) = (1.0f32 - t, 1.0f32 - s);
+        let r = (1.0f32 - alpha_s) / (1.0f32 - alpha_t);
+        let k = ((left as f64) * (1.0 - f64::from(r)))
+            .round_ties_even()
+            .max(0.0) as usize;
+        let k = k.min(left);
+        left -= k;
+        if k > 0 {
+            counts.push(k);
+        }
+    }
+    counts
 }
 
 /// `torch.linspace(start, end, n)` in float32 as ATen's CPU kernel computes it: the step
@@ -201,11 +273,14 @@ pub fn linspace_f32(start: f32, end: f32, n: usize) -> Vec<f32> {
         .collect()
 }
 
-/// What step `i` of a block may reveal.
+/// What a step may reveal.
+#[derive(Debug, Clone, Copy, PartialEq)]
 enum Transfer {
     Count(usize),
     /// Dream `origin`: each masked position independently.
     Probability(f64),
+    /// Fast-dLLM: the most confident plus every one at or above the threshold.
+    Threshold(f64),
 }
 
 /// Per-step reveal counts of one block.
@@ -224,7 +299,7 @@ impl Plan {
 
     fn transfer(&self, i: usize, masked: usize, origin: bool) -> Transfer {
         match self {
-            Plan::Counts(c) => Transfer::Count(c[i]),
+            Plan::Counts(c) => Transfer::Count(c.get(i).copied().unwrap_or(masked)),
             Plan::Timesteps(ts) => {
                 let last = i + 1 == ts.len() - 1;
                 // Dream computes this in float32: N * (1 - s / t), truncated by int().
@@ -255,23 +330,115 @@ impl Rule<'_> {
     }
 }
 
+/// The state of one generation, shared by the schedules' drivers: the sequence, the rule, the
+/// counters, and the report to the caller.
+struct Run<'a, F> {
+    params: &'a Params,
+    special: &'a SpecialIds,
+    seq: Vec<u32>,
+    prompt_len: usize,
+    rule: Rule<'a>,
+    rng: StdRng,
+    start: Instant,
+    steps: usize,
+    nfe: usize,
+    total: usize,
+    blocks: Vec<Range<usize>>,
+    revealed: Vec<Reveal>,
+    on_step: F,
+}
+
+/// Why a driver stopped early.
+enum Stop {
+    Cancelled,
+    AnswerFinal,
+}
+
+impl<F: FnMut(&Step) -> ControlFlow<()>> Run<'_, F> {
+    /// Absolute positions of the masked cells of canvas block `span`.
+    fn masked(&self, span: &Range<usize>) -> Vec<u32> {
+        let p = self.prompt_len;
+        span.clone()
+            .filter(|&j| self.seq[p + j] == self.special.mask)
+            .map(|j| (p + j) as u32)
+            .collect()
+    }
+
+    /// Decides the `masked` positions from their `logits` (`[rows, vocab]`), reveals what
+    /// `transfer` allows, and reports the step.
+    fn reveal(
+        &mut self,
+        logits: &Tensor,
+        masked: &[u32],
+        transfer: Transfer,
+        block: usize,
+    ) -> Result<ControlFlow<Stop>> {
+        let decisions = self.rule.decide(logits, &mut self.rng)?;
+        let p = self.prompt_len;
+        self.revealed.clear();
+        for row in select(&decisions, transfer, self.params.alg_temp, &mut self.rng) {
+            let pos = masked[row] as usize;
+            self.seq[pos] = decisions[row].token;
+            self.revealed.push(Reveal {
+                position: pos - p,
+                token: decisions[row].token,
+                confidence: decisions[row].confidence,
+            });
+        }
+        self.revealed.sort_by_key(|r| r.position);
+        let canvas = &mut self.seq[p..];
+        let done = self.params.early_stop
+            && canvas.contains(&self.special.mask)
+            && answer_is_final(canvas, self.special);
+        if done {
+            for t in canvas.iter_mut().filter(|t| **t == self.special.mask) {
+                *t = self.special.eos;
+            }
+        }
+        let step = Step {
+            index: self.steps,
+            total: self.total,
+            block,
+            blocks: self.blocks.len(),
+            block_span: self.blocks[block].clone(),
+            canvas: &self.seq[p..],
+            revealed: &self.revealed,
+            nfe: self.nfe,
+            elapsed: self.start.elapsed(),
+        };
+        self.steps += 1;
+        if (self.on_step)(&step).is_break() {
+            return Ok(ControlFlow::Break(Stop::Cancelled));
+        }
+        Ok(if done {
+            ControlFlow::Break(Stop::AnswerFinal)
+        } else {
+            ControlFlow::Continue(())
+        })
+    }
+
+    fn finish(self, end: usize, stop: Option<Stop>) -> Generation {
+        Generation {
+            canvas: self.seq[self.prompt_len..self.prompt_len + end].to_vec(),
+            steps: self.steps,
+            nfe: self.nfe,
+            elapsed: self.start.elapsed(),
+            cancelled: matches!(stop, Some(Stop::Cancelled)),
+            stopped_early: matches!(stop, Some(Stop::AnswerFinal)),
+        }
+    }
+}
+
 /// Runs the denoising loop on `prompt` and returns the canvas.
 pub fn generate(
     model: &mut impl Denoiser,
     prompt: &[u32],
     params: &Params,
     special: &SpecialIds,
-    mut on_step: impl FnMut(&Step) -> ControlFlow<()>,
+    on_step: impl FnMut(&Step) -> ControlFlow<()>,
 ) -> Result<Generation> {
-    let start = Instant::now();
     let device = model.device().clone();
     let vocab = model.vocab_size();
-    let p = prompt.len();
-    let blocks = params.blocks();
-    let steps_per_block = params.steps / blocks.len();
-    let mut seq: Vec<u32> = prompt.to_vec();
-    seq.resize(p + params.gen_length, special.mask);
-
     let logit_bias = match params.suppress_eos {
         true => Some(neg_inf_bias(&[special.eos], vocab, &device)?),
         false => None,
@@ -285,7 +452,7 @@ pub fn generate(
         false => None,
     };
     let rule = match params.family {
-        Family::Llada => Rule::Llada(LladaRule {
+        Family::Llada | Family::Bd3lm => Rule::Llada(LladaRule {
             temperature: params.temperature,
             strategy: params.strategy,
             logit_bias: logit_bias.as_ref(),
@@ -299,7 +466,54 @@ pub fn generate(
             logit_bias: logit_bias.as_ref(),
         }),
     };
-    let mut rng = StdRng::seed_from_u64(params.seed);
+    let mut seq = prompt.to_vec();
+    seq.resize(prompt.len() + params.gen_length, special.mask);
+    let mut run = Run {
+        params,
+        special,
+        seq,
+        prompt_len: prompt.len(),
+        rule,
+        rng: StdRng::seed_from_u64(params.seed),
+        start: Instant::now(),
+        steps: 0,
+        nfe: 0,
+        total: 0,
+        blocks: params.blocks(),
+        revealed: Vec::new(),
+        on_step,
+    };
+    model.clear_cache();
+    let result = match params.family {
+        Family::Bd3lm => block_diffusion(model, &mut run),
+        Family::Llada | Family::Dream => bidirectional(model, &mut run),
+    };
+    model.clear_cache();
+    let (end, stop) = result?;
+    Ok(run.finish(end, stop))
+}
+
+/// Token ids as a `[1, n]` tensor.
+fn ids(tokens: &[u32], device: &Device) -> candle_core::Result<Tensor> {
+    Tensor::from_slice(tokens, (1, tokens.len()), device)
+}
+
+fn positions(range: Range<usize>) -> Vec<u32> {
+    range.map(|p| p as u32).collect()
+}
+
+/// LLaDA and Dream: every step sees the whole sequence (possibly through Fast-dLLM's caches).
+/// Returns the canvas length produced and why it stopped early, if it did.
+fn bidirectional<F: FnMut(&Step) -> ControlFlow<()>>(
+    model: &mut impl Denoiser,
+    run: &mut Run<'_, F>,
+) -> Result<(usize, Option<Stop>)> {
+    let params = run.params;
+    let device = model.device().clone();
+    let p = run.prompt_len;
+    let len = p + params.gen_length;
+    let blocks = run.blocks.clone();
+    let steps_per_block = params.steps / blocks.len();
     let plan = match params.schedule {
         // Every block starts fully masked, so one plan serves them all.
         Schedule::Blocks { block_length } => {
@@ -309,84 +523,254 @@ pub fn generate(
             Plan::Timesteps(linspace_f32(1.0, eps as f32, params.steps + 1))
         }
     };
-    let total = match &plan {
-        Plan::Counts(c) => blocks.len() * c.iter().filter(|&&k| k > 0).count(),
-        Plan::Timesteps(_) => params.steps,
+    run.total = match (&plan, params.threshold) {
+        (_, Some(_)) => params.gen_length,
+        (Plan::Counts(c), None) => blocks.len() * c.iter().filter(|&&k| k > 0).count(),
+        (Plan::Timesteps(_), None) => params.steps,
     };
     let origin = params.strategy == Strategy::Origin;
-    let (mut index, mut nfe) = (0, 0);
-    let mut revealed = Vec::new();
-    let finish = |seq: Vec<u32>, steps, nfe, cancelled, stopped_early| Generation {
-        canvas: seq[p..].to_vec(),
-        steps,
-        nfe,
-        elapsed: start.elapsed(),
-        cancelled,
-        stopped_early,
+    let shift = |masked: &[u32], offset: usize| -> Vec<u32> {
+        masked.iter().map(|&pos| if params.shift_logits { pos.saturating_sub(1) } else { pos } - offset as u32).collect()
     };
     for (block, span) in blocks.iter().enumerate() {
-        for i in 0..plan.len() {
-            let masked: Vec<u32> = span
-                .clone()
-                .filter(|&j| seq[p + j] == special.mask)
-                .map(|j| (p + j) as u32)
-                .collect();
-            if masked.is_empty() {
+        let (start, end) = (p + span.start, p + span.end);
+        let mut refreshed = false;
+        let mut i = 0;
+        loop {
+            let masked = run.masked(span);
+            if masked.is_empty() || (params.threshold.is_none() && i >= plan.len()) {
                 break;
             }
-            let transfer = plan.transfer(i, masked.len(), origin);
+            let transfer = match params.threshold {
+                Some(t) => Transfer::Threshold(t),
+                None => plan.transfer(i, masked.len(), origin),
+            };
+            i += 1;
             // A step that may reveal nothing would only repeat a forward pass: skip it.
-            if matches!(transfer, Transfer::Count(0)) {
+            if transfer == Transfer::Count(0) {
                 continue;
             }
-            let rows: Vec<u32> = match params.shift_logits {
-                true => masked.iter().map(|&pos| pos.saturating_sub(1)).collect(),
-                false => masked.clone(),
-            };
-            let logits = guided_logits(model, &seq, p, &rows, params.cfg_scale, special.mask)
-                .with_context(|| format!("model forward pass at step {index}"))?;
-            nfe += 1;
-            let decisions = rule.decide(&logits, &mut rng)?;
-            revealed.clear();
-            for row in select(&decisions, &transfer, params.alg_temp, &mut rng) {
-                let pos = masked[row] as usize;
-                seq[pos] = decisions[row].token;
-                revealed.push(Reveal {
-                    position: pos - p,
-                    token: decisions[row].token,
-                    confidence: decisions[row].confidence,
-                });
-            }
-            revealed.sort_by_key(|r| r.position);
-            let done = params.early_stop
-                && seq[p..].contains(&special.mask)
-                && answer_is_final(&seq[p..], special);
-            if done {
-                for t in seq[p..].iter_mut().filter(|t| **t == special.mask) {
-                    *t = special.eos;
+            let logits = match params.cache {
+                CacheMode::None => guided_logits(
+                    model,
+                    &run.seq,
+                    p,
+                    &shift(&masked, 0),
+                    params.cfg_scale,
+                    run.special.mask,
+                ),
+                // A block's first step: one full pass, which also stores every position.
+                _ if !refreshed => {
+                    refreshed = true;
+                    let all = positions(0..len);
+                    let pass = Pass {
+                        ids: &ids(&run.seq, &device)?,
+                        positions: &all,
+                        bias: None,
+                        cache: CacheOp::Store,
+                    };
+                    let logits = model.forward(&pass, &shift(&masked, 0))?.i(0);
+                    if params.cache == CacheMode::Prefix {
+                        model.truncate_cache(start);
+                    }
+                    logits
+                }
+                CacheMode::Prefix => {
+                    let window = positions(start..len);
+                    let pass = Pass {
+                        ids: &ids(&run.seq[start..], &device)?,
+                        positions: &window,
+                        bias: None,
+                        cache: CacheOp::Read,
+                    };
+                    model.forward(&pass, &shift(&masked, start))?.i(0)
+                }
+                CacheMode::Dual => {
+                    let window = positions(start..end);
+                    let op = CacheOp::Overwrite { at: start };
+                    let pass = Pass {
+                        ids: &ids(&run.seq[start..end], &device)?,
+                        positions: &window,
+                        bias: None,
+                        cache: op,
+                    };
+                    model.forward(&pass, &shift(&masked, start))?.i(0)
                 }
             }
-            let step = Step {
-                index,
-                total,
-                block,
-                blocks: blocks.len(),
-                block_span: span.clone(),
-                canvas: &seq[p..],
-                revealed: &revealed,
-                nfe,
-                elapsed: start.elapsed(),
-            };
-            index += 1;
-            if on_step(&step).is_break() {
-                return Ok(finish(seq, index, nfe, true, false));
-            }
-            if done {
-                return Ok(finish(seq, index, nfe, false, true));
+            .with_context(|| format!("model forward pass at step {}", run.steps))?;
+            run.nfe += 1;
+            if let ControlFlow::Break(stop) = run.reveal(&logits, &masked, transfer, block)? {
+                return Ok((params.gen_length, Some(stop)));
             }
         }
     }
-    Ok(finish(seq, index, nfe, false, false))
+    Ok((params.gen_length, None))
+}
+
+/// Block diffusion (dllm `BD3LMSampler`): the prompt is end-aligned to the block grid (its first
+/// block holds `P mod bs` tokens), attention is block-causal (a position sees earlier blocks and
+/// its whole own block), pad tokens are invisible and take no position (so a generated pad
+/// shifts what follows, as dllm's prefix pass does), and a block that holds EOS ends the run.
+///
+/// With the cache (`--cache prefix`, the default for these models), the prompt runs once, a
+/// block's steps run only the block against the cache, and a finished block is appended by one
+/// pass over its clean tokens: exactly what the reference's full recomputation gives, because a
+/// block's keys depend only on earlier blocks. `--cache none` recomputes everything each step.
+fn block_diffusion<F: FnMut(&Step) -> ControlFlow<()>>(
+    model: &mut impl Denoiser,
+    run: &mut Run<'_, F>,
+) -> Result<(usize, Option<Stop>)> {
+    let params = run.params;
+    let Schedule::Blocks { block_length: bs } = params.schedule else {
+        bail!("block diffusion needs a block length");
+    };
+    let device = model.device().clone();
+    let p = run.prompt_len;
+    let blocks = run.blocks.clone();
+    let steps_per_block = params
+        .steps_per_block
+        .unwrap_or(params.steps.div_ceil(blocks.len()))
+        .max(1);
+    run.total = match params.threshold {
+        Some(_) => params.gen_length,
+        None => blocks
+            .iter()
+            .map(|b| bd3lm_counts(b.len(), steps_per_block).len())
+            .sum(),
+    };
+    let pad = run.special.pad;
+    let visible = |t: u32| Some(t) != pad;
+    // Block index of each sequence position: the prompt is end-aligned to the grid.
+    let left = (bs - p % bs) % bs;
+    let block_of = |pos: usize| (left + pos) / bs;
+    let exact = params.cache != CacheMode::None;
+    // The position the next visible token takes.
+    let mut next_position = 0u32;
+    if exact {
+        let keep: Vec<usize> = (0..p).filter(|&i| visible(run.seq[i])).collect();
+        if !keep.is_empty() {
+            let tokens: Vec<u32> = keep.iter().map(|&i| run.seq[i]).collect();
+            let pos: Vec<u32> = (0..keep.len() as u32).collect();
+            let groups: Vec<usize> = keep.iter().map(|&i| block_of(i)).collect();
+            let bias = block_causal_bias(&groups, &groups, &device)?;
+            let pass = Pass {
+                ids: &ids(&tokens, &device)?,
+                positions: &pos,
+                bias: Some(&bias),
+                cache: CacheOp::Store,
+            };
+            model.forward(&pass, &[]).context("prefilling the prompt")?;
+            run.nfe += 1;
+            next_position = keep.len() as u32;
+        }
+    } else {
+        next_position = (0..p).filter(|&i| visible(run.seq[i])).count() as u32;
+    }
+    let mut end = 0;
+    for (block, span) in blocks.iter().enumerate() {
+        let (start, stop_at) = (p + span.start, p + span.end);
+        end = span.end;
+        let counts = bd3lm_counts(span.len(), steps_per_block);
+        // The block's positions, fixed at its start (all masks, all visible).
+        let block_positions: Vec<u32> =
+            (next_position..next_position + span.len() as u32).collect();
+        let mut i = 0;
+        loop {
+            let masked = run.masked(span);
+            if masked.is_empty() || (params.threshold.is_none() && i >= counts.len()) {
+                break;
+            }
+            let transfer = match params.threshold {
+                Some(t) => Transfer::Threshold(t),
+                None => Transfer::Count(counts[i].min(masked.len())),
+            };
+            i += 1;
+            let logits = if exact {
+                let rows: Vec<u32> = masked.iter().map(|&m| m - start as u32).collect();
+                let pass = Pass {
+                    ids: &ids(&run.seq[start..stop_at], &device)?,
+                    positions: &block_positions,
+                    bias: None,
+                    cache: CacheOp::Read,
+                };
+                model.forward(&pass, &rows)?.i(0)
+            } else {
+                // Everything from scratch: earlier tokens that are pads drop out; the current
+                // block keeps all its positions (dllm fixes them at the block's start).
+                let keep: Vec<usize> = (0..stop_at)
+                    .filter(|&i| i >= start || visible(run.seq[i]))
+                    .collect();
+                let tokens: Vec<u32> = keep.iter().map(|&i| run.seq[i]).collect();
+                let pos: Vec<u32> = (0..keep.len() as u32).collect();
+                let groups: Vec<usize> = keep.iter().map(|&i| block_of(i)).collect();
+                let bias = block_causal_bias(&groups, &groups, &device)?;
+                let rows: Vec<u32> = masked
+                    .iter()
+                    .filter_map(|&m| keep.iter().position(|&k| k == m as usize))
+                    .map(|r| r as u32)
+                    .collect();
+                let pass = Pass {
+                    ids: &ids(&tokens, &device)?,
+                    positions: &pos,
+                    bias: Some(&bias),
+                    cache: CacheOp::None,
+                };
+                model.forward(&pass, &rows)?.i(0)
+            }
+            .with_context(|| format!("model forward pass at step {}", run.steps))?;
+            run.nfe += 1;
+            if let ControlFlow::Break(stop) = run.reveal(&logits, &masked, transfer, block)? {
+                return Ok((end, Some(stop)));
+            }
+        }
+        // The reference stops after a block that holds EOS (early if blocks are left).
+        if run.seq[start..stop_at].contains(&run.special.eos) {
+            let blocks_left = block + 1 < blocks.len();
+            return Ok((end, blocks_left.then_some(Stop::AnswerFinal)));
+        }
+        if block + 1 == blocks.len() {
+            break;
+        }
+        // Commit the finished block: its visible tokens, at their positions, into the cache.
+        let keep: Vec<u32> = run.seq[start..stop_at]
+            .iter()
+            .copied()
+            .filter(|&t| visible(t))
+            .collect();
+        if exact && !keep.is_empty() {
+            let pos: Vec<u32> = (next_position..next_position + keep.len() as u32).collect();
+            let pass = Pass {
+                ids: &ids(&keep, &device)?,
+                positions: &pos,
+                bias: None,
+                cache: CacheOp::Append,
+            };
+            model
+                .forward(&pass, &[])
+                .context("caching a finished block")?;
+            run.nfe += 1;
+        }
+        next_position += keep.len() as u32;
+    }
+    Ok((end, None))
+}
+
+/// The additive attention bias (0 or -inf, `[1, 1, q, k]`) letting query `i` see key `j` when
+/// `key_blocks[j] <= query_blocks[i]`: block-causal attention.
+fn block_causal_bias(
+    query_blocks: &[usize],
+    key_blocks: &[usize],
+    device: &Device,
+) -> candle_core::Result<Tensor> {
+    let data: Vec<f32> = query_blocks
+        .iter()
+        .flat_map(|&q| {
+            key_blocks
+                .iter()
+                .map(move |&k| if k <= q { 0.0 } else { f32::NEG_INFINITY })
+        })
+        .collect();
+    Tensor::from_vec(data, (1, 1, query_blocks.len(), key_blocks.len()), device)
 }
 
 /// True when a stop token is revealed and every position before the first one is revealed:
@@ -401,14 +785,24 @@ fn answer_is_final(canvas: &[u32], special: &SpecialIds) -> bool {
 /// The rows (indices into `decisions`) a step reveals.
 fn select(
     decisions: &[Decision],
-    transfer: &Transfer,
+    transfer: Transfer,
     alg_temp: f64,
     rng: &mut StdRng,
 ) -> Vec<usize> {
-    match *transfer {
+    match transfer {
         Transfer::Probability(p) => (0..decisions.len())
             .filter(|_| rng.random::<f64>() < p)
             .collect(),
+        Transfer::Threshold(t) => {
+            // Fast-dLLM `get_transfer_index`: the top-1 always, the rest if confident enough.
+            let order = most_confident(decisions, decisions.len());
+            order
+                .iter()
+                .enumerate()
+                .filter(|&(rank, &row)| rank == 0 || f64::from(decisions[row].confidence) >= t)
+                .map(|(_, &row)| row)
+                .collect()
+        }
         Transfer::Count(k) if alg_temp > 0.0 => {
             // softmax(confidence / alg_temp), drawn without replacement.
             let max = decisions
@@ -425,9 +819,9 @@ fn select(
     }
 }
 
-/// Logits (`[rows, vocab]`) at the `rows` of `seq`, with classifier-free guidance when
-/// `cfg_scale > 0`: a second row with every prompt position masked runs in the same batch and
-/// the result is `un + (w + 1)(cond - un)` (reference-spec 1.6b).
+/// Logits (`[rows, vocab]`) at the `rows` of `seq` from one full pass, with classifier-free
+/// guidance when `cfg_scale > 0`: a second row with every prompt position masked runs in the
+/// same batch and the result is `un + (w + 1)(cond - un)` (reference-spec 1.6b).
 fn guided_logits(
     model: &mut impl Denoiser,
     seq: &[u32],
@@ -437,15 +831,17 @@ fn guided_logits(
     mask: u32,
 ) -> candle_core::Result<Tensor> {
     let device = model.device().clone();
+    let all = positions(0..seq.len());
     if cfg_scale == 0.0 {
-        let ids = Tensor::from_slice(seq, (1, seq.len()), &device)?;
-        return model.logits(&ids, rows)?.i(0);
+        return model
+            .forward(&Pass::full(&ids(seq, &device)?, &all), rows)?
+            .i(0);
     }
     let mut both = seq.to_vec();
     both.extend(std::iter::repeat_n(mask, prompt_len));
     both.extend_from_slice(&seq[prompt_len..]);
-    let ids = Tensor::from_vec(both, (2, seq.len()), &device)?;
-    let logits = model.logits(&ids, rows)?;
+    let batch = Tensor::from_vec(both, (2, seq.len()), &device)?;
+    let logits = model.forward(&Pass::full(&batch, &all), rows)?;
     let (cond, un) = (logits.i(0)?, logits.i(1)?);
     un.clone() + ((cond - un)? * (cfg_scale + 1.0))?
 }
@@ -468,8 +864,8 @@ fn most_confident(decisions: &[Decision], count: usize) -> Vec<usize> {
 mod tests {
     use super::*;
 
-    /// A denoiser whose logits favour token `row % vocab` at each row, more strongly for later
-    /// rows, and that counts its forward passes.
+    /// A denoiser whose logits favour token `position % vocab` at each row, more strongly for
+    /// later positions, and that counts its forward passes.
     struct Fixed {
         vocab: usize,
         calls: usize,
@@ -489,21 +885,25 @@ mod tests {
     }
 
     impl Denoiser for Fixed {
-        fn logits(&mut self, ids: &Tensor, rows: &[u32]) -> candle_core::Result<Tensor> {
+        fn forward(&mut self, pass: &Pass, rows: &[u32]) -> candle_core::Result<Tensor> {
             self.calls += 1;
-            let (batch, _) = ids.dims2()?;
+            let (batch, _) = pass.ids.dims2()?;
             self.batch_seen = batch;
             self.rows_seen = rows.to_vec();
             let mut data = Vec::new();
             for _ in 0..batch {
                 for &r in rows {
+                    // Keyed on the absolute position, so passes through a cache agree.
+                    let pos = pass.positions[r as usize] as usize;
                     let mut row = vec![0f32; self.vocab];
-                    row[(r as usize) % self.vocab] = 1.0 + r as f32;
+                    row[pos % self.vocab] = 1.0 + pos as f32;
                     data.extend(row);
                 }
             }
             Tensor::from_vec(data, (batch, rows.len(), self.vocab), &Device::Cpu)
         }
+        fn truncate_cache(&mut self, _: usize) {}
+        fn clear_cache(&mut self) {}
         fn vocab_size(&self) -> usize {
             self.vocab
         }
@@ -527,6 +927,9 @@ mod tests {
             cfg_scale: 0.0,
             suppress_eos: false,
             eos_last: false,
+            threshold: None,
+            cache: CacheMode::None,
+            steps_per_block: None,
             early_stop: false,
             seed: 0,
         }
@@ -537,6 +940,7 @@ mod tests {
             mask: 199,
             eos: 4,
             eot: None,
+            pad: None,
             stops: vec![4],
         }
     }

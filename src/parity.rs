@@ -10,8 +10,10 @@ use anyhow::{bail, Context, Result};
 use candle_core::{Device, IndexOp, Tensor, D};
 use serde_json::Value;
 
-use crate::diffusion::{Params, Strategy};
+use crate::diffusion::{CacheMode, Generation, Params, Strategy};
 use crate::hub::Source;
+use crate::model::kv_cache::CacheOp;
+use crate::model::Pass;
 use crate::session::{Checkpoint, LoadOptions, Session};
 use crate::settings::Defaults;
 
@@ -61,7 +63,8 @@ fn ids(v: &Value) -> Vec<u32> {
 
 /// The command-line flags of a case (fixtures README section 8) as a settings layer, so that
 /// the case runs through the same resolution as `dcoder --model DIR <flags>`.
-fn case_flags(settings: &Value) -> Result<Defaults> {
+fn case_flags(case: &Value) -> Result<Defaults> {
+    let settings = &case["settings"];
     let usize_of = |k: &str| settings[k].as_u64().map(|v| v as usize);
     let strategy = match settings["remasking"].as_str().or(settings["alg"].as_str()) {
         Some("low_confidence") | Some("maskgit_plus") => Strategy::Confidence,
@@ -71,10 +74,16 @@ fn case_flags(settings: &Value) -> Result<Defaults> {
         Some("origin") => Strategy::Origin,
         other => bail!("unknown remasking/alg {other:?}"),
     };
+    let cache = match case["sampler"].as_str() {
+        Some("fastdllm.generate_with_prefix_cache") => Some(CacheMode::Prefix),
+        Some("fastdllm.generate_with_dual_cache") => Some(CacheMode::Dual),
+        Some("fastdllm.generate") => Some(CacheMode::None),
+        _ => None,
+    };
     Ok(Defaults {
         gen_length: usize_of("gen_length").or_else(|| usize_of("max_new_tokens")),
         steps: usize_of("steps"),
-        block_length: usize_of("block_length"),
+        block_length: usize_of("block_length").or_else(|| usize_of("block_size")),
         strategy: Some(strategy),
         temperature: settings["temperature"].as_f64(),
         cfg_scale: settings["cfg_scale"].as_f64().filter(|&w| w > 0.0),
@@ -84,6 +93,9 @@ fn case_flags(settings: &Value) -> Result<Defaults> {
         top_k: usize_of("top_k"),
         alg_temp: settings["alg_temp"].as_f64(),
         eps: settings["eps"].as_f64(),
+        threshold: settings["threshold"].as_f64(),
+        cache,
+        steps_per_block: usize_of("steps_per_block"),
         early_stop: None,
     })
 }
@@ -91,8 +103,8 @@ fn case_flags(settings: &Value) -> Result<Defaults> {
 /// Per step, the `[position, token]` pairs revealed.
 type Trace = Vec<Vec<[u32; 2]>>;
 
-/// Runs `prompt` and returns the canvas, the forward passes and the trace.
-fn sample(session: &mut Session, prompt: &[u32], p: &Params) -> Result<(Vec<u32>, usize, Trace)> {
+/// Runs `prompt` and returns the generation and its trace.
+fn sample(session: &mut Session, prompt: &[u32], p: &Params) -> Result<(Generation, Trace)> {
     let mut trace = Vec::new();
     let g = session.generate(prompt, p, |step| {
         trace.push(
@@ -103,7 +115,7 @@ fn sample(session: &mut Session, prompt: &[u32], p: &Params) -> Result<(Vec<u32>
         );
         ControlFlow::Continue(())
     })?;
-    Ok((g.canvas, g.nfe, trace))
+    Ok((g, trace))
 }
 
 /// The first step where `ours` leaves the reference trace, for a readable failure.
@@ -136,6 +148,16 @@ fn divergence(reference: &Value, ours: &[Vec<[u32; 2]>]) -> String {
     "traces agree".into()
 }
 
+/// Reference forward passes that committed nothing: dcoder skips them (nothing could change).
+fn idle_steps(trace: &Value) -> usize {
+    trace
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter(|s| s["transfer"].as_array().is_some_and(Vec::is_empty))
+        .count()
+}
+
 /// The prompt of a single-turn case, through the session's conversation (template or raw).
 fn case_prompt(session: &Session, case: &Value) -> Result<(String, Vec<u32>)> {
     let raw = !case["apply_chat_template"].as_bool().unwrap_or(true);
@@ -162,19 +184,54 @@ fn case_prompt(session: &Session, case: &Value) -> Result<(String, Vec<u32>)> {
         .prompt(user, &session.tokenizer)
 }
 
-/// Reference forward passes that committed nothing: dcoder skips them (nothing could change).
-fn idle_steps(trace: &Value) -> usize {
-    trace
-        .as_array()
-        .into_iter()
-        .flatten()
-        .filter(|s| s["transfer"].as_array().is_some_and(Vec::is_empty))
-        .count()
+/// A forward check's pass: the tokens it lists as rows (pads left out, as dcoder's engine never
+/// feeds them), at their position ids, with the block-causal mask when the check has one.
+fn check_hidden(session: &mut Session, check: &Value) -> Result<Tensor> {
+    let input = ids(&check["input_ids"]);
+    let rows: Vec<usize> = match check["rows"].as_array() {
+        Some(r) => r
+            .iter()
+            .filter_map(Value::as_u64)
+            .map(|x| x as usize)
+            .collect(),
+        None => (0..input.len()).collect(),
+    };
+    let tokens: Vec<u32> = rows.iter().map(|&r| input[r]).collect();
+    let all_positions = ids(&check["position_ids"]);
+    let positions: Vec<u32> = rows.iter().map(|&r| all_positions[r]).collect();
+    let bias = match check["attention"]["block_size"].as_u64() {
+        Some(bs) => {
+            let blocks: Vec<u64> = rows.iter().map(|&r| r as u64 / bs).collect();
+            let data: Vec<f32> = blocks
+                .iter()
+                .flat_map(|&q| {
+                    blocks
+                        .iter()
+                        .map(move |&k| if k <= q { 0.0 } else { f32::NEG_INFINITY })
+                })
+                .collect();
+            Some(Tensor::from_vec(
+                data,
+                (1, 1, rows.len(), rows.len()),
+                &Device::Cpu,
+            )?)
+        }
+        None => None,
+    };
+    let t = Tensor::from_vec(tokens.clone(), (1, tokens.len()), &Device::Cpu)?;
+    let pass = Pass {
+        ids: &t,
+        positions: &positions,
+        bias: bias.as_ref(),
+        cache: CacheOp::None,
+    };
+    Ok(session.model.hidden(&pass)?.i(0)?)
 }
 
-fn forward_checks(family: &str) -> Result<()> {
+fn forward_checks(family: &str) -> Result<usize> {
+    let mut ran = 0;
     for (dir, cases) in fixtures(family)? {
-        let session = open(&dir)?;
+        let mut session = open(&dir)?;
         let tol = cases["tolerances"]["final_norm_hidden_abs"]
             .as_f64()
             .unwrap_or(1e-4);
@@ -186,9 +243,7 @@ fn forward_checks(family: &str) -> Result<()> {
             .context("forward_checks")?
         {
             let id = &check["id"];
-            let input = ids(&check["input_ids"]);
-            let t = Tensor::from_vec(input.clone(), (1, input.len()), &Device::Cpu)?;
-            let hidden = session.model.hidden(&t)?.i(0)?;
+            let hidden = check_hidden(&mut session, check)?;
             let want: Vec<Vec<f32>> = serde_json::from_value(check["final_norm_hidden"].clone())?;
             let want = Tensor::new(want, &Device::Cpu)?;
             let err = (&hidden - &want)?.abs()?.max_all()?.to_scalar::<f32>()?;
@@ -211,23 +266,30 @@ fn forward_checks(family: &str) -> Result<()> {
                     "{id}: max logit {got} vs {want}"
                 );
             }
+            ran += 1;
         }
     }
-    Ok(())
+    Ok(ran)
 }
 
-/// Every single-prompt case of `sampler` in the `family` fixtures: prompt text and ids, the
-/// canvas token for token, the forward passes, and the decoded text.
-fn single_prompt_cases(family: &str, sampler: &str) -> Result<usize> {
+/// Every single-prompt case of the `family` fixtures whose sampler starts with `sampler`:
+/// prompt text and ids, the canvas token for token, the forward passes (or denoising steps for
+/// block diffusion, whose reference counts them apart), and the decoded text. `flags` adjusts
+/// each case's flags (to rerun it another way).
+fn single_prompt_cases(
+    family: &str,
+    sampler: &str,
+    flags: impl Fn(Defaults) -> Defaults,
+) -> Result<usize> {
     let mut ran = 0;
     for (dir, cases) in fixtures(family)? {
         let mut session = open(&dir)?;
-        for case in cases["cases"]
-            .as_array()
-            .context("cases")?
-            .iter()
-            .filter(|c| c["sampler"] == sampler)
-        {
+        let matching = cases["cases"].as_array().context("cases")?.iter();
+        for case in matching.filter(|c| {
+            c["sampler"]
+                .as_str()
+                .is_some_and(|s| s.starts_with(sampler))
+        }) {
             let id = &case["id"];
             let (text, prompt) = case_prompt(&session, case)?;
             assert_eq!(
@@ -236,23 +298,29 @@ fn single_prompt_cases(family: &str, sampler: &str) -> Result<usize> {
                 "{id}: prompt text"
             );
             assert_eq!(prompt, ids(&case["prompt_ids"]), "{id}: prompt ids");
-            let p = session.params(&case_flags(&case["settings"])?, 0)?;
-            let (canvas, nfe, trace) = sample(&mut session, &prompt, &p)?;
+            let p = session.params(&flags(case_flags(case)?), 0)?;
+            let (g, trace) = sample(&mut session, &prompt, &p)?;
             assert_eq!(
-                canvas,
+                g.canvas,
                 ids(&case["generated_ids"]),
                 "{id}: {}",
                 divergence(&case["trace"], &trace)
             );
-            let reference_nfe = case["nfe"].as_u64().context("nfe")? as usize;
+            match case["nfe_denoise"].as_u64() {
+                Some(steps) => assert_eq!(g.steps as u64, steps, "{id}: denoising steps"),
+                None => {
+                    let reference = case["nfe"].as_u64().context("nfe")? as usize;
+                    assert_eq!(
+                        g.nfe,
+                        reference - idle_steps(&case["trace"]),
+                        "{id}: forward passes"
+                    );
+                }
+            }
+            let want_text = case["text_skip_special"].as_str().unwrap_or_default();
             assert_eq!(
-                nfe,
-                reference_nfe - idle_steps(&case["trace"]),
-                "{id}: forward passes"
-            );
-            assert_eq!(
-                session.tokenizer.decode(&canvas)?,
-                case["text_skip_special"].as_str().unwrap_or_default(),
+                session.tokenizer.decode(&g.canvas)?,
+                want_text,
                 "{id}: text"
             );
             ran += 1;
@@ -263,25 +331,131 @@ fn single_prompt_cases(family: &str, sampler: &str) -> Result<usize> {
 
 #[test]
 fn llada_forward_checks_match_the_reference_hidden_states() -> Result<()> {
-    forward_checks("llada")
+    assert!(forward_checks("llada")? >= 2);
+    Ok(())
 }
 
 #[test]
 fn dream_forward_checks_match_the_reference_hidden_states() -> Result<()> {
-    forward_checks("dream")
+    assert!(forward_checks("dream")? >= 2);
+    Ok(())
+}
+
+#[test]
+fn block_diffusion_forward_checks_match_the_reference_hidden_states() -> Result<()> {
+    assert!(forward_checks("bd3lm")? >= 3);
+    Ok(())
 }
 
 #[test]
 fn llada_generate_cases_are_token_exact() -> Result<()> {
-    let ran = single_prompt_cases("llada", "llada.generate")?;
+    let ran = single_prompt_cases("llada", "llada.generate", |f| f)?;
     assert!(ran >= 7, "only {ran} llada.generate cases ran");
     Ok(())
 }
 
 #[test]
+fn fast_dllm_threshold_and_cache_cases_are_token_exact() -> Result<()> {
+    let ran = single_prompt_cases("llada", "fastdllm.", |f| f)?;
+    assert!(ran >= 4, "only {ran} Fast-dLLM cases ran");
+    Ok(())
+}
+
+#[test]
 fn dream_diffusion_generate_cases_are_token_exact() -> Result<()> {
-    let ran = single_prompt_cases("dream", "dream.diffusion_generate")?;
+    let ran = single_prompt_cases("dream", "dream.diffusion_generate", |f| f)?;
     assert!(ran >= 9, "only {ran} dream cases ran");
+    Ok(())
+}
+
+#[test]
+fn block_diffusion_cases_are_token_exact_with_the_cache() -> Result<()> {
+    let ran = single_prompt_cases("bd3lm", "dllm.BD3LMSampler", |f| f)?;
+    assert!(ran >= 7, "only {ran} block-diffusion cases ran");
+    Ok(())
+}
+
+/// The exact cache is exact: the same runs with every prefix recomputed at every step give the
+/// same tokens (the goldens).
+#[test]
+fn block_diffusion_cases_are_token_exact_without_the_cache() -> Result<()> {
+    let ran = single_prompt_cases("bd3lm", "dllm.BD3LMSampler", |f| Defaults {
+        cache: Some(CacheMode::None),
+        ..f
+    })?;
+    assert!(ran >= 7, "only {ran} block-diffusion cases ran");
+    Ok(())
+}
+
+/// The exact cache is exact in the hidden states too: a block's step against the cached prompt
+/// and committed blocks equals the same rows of a full block-causal pass over everything.
+#[test]
+fn block_diffusion_cache_matches_full_recomputation_hidden_states() -> Result<()> {
+    let (dir, _) = fixtures("bd3lm")?.remove(0);
+    let mut session = open(&dir)?;
+    let mask = session.tokenizer.special.mask;
+    let bs = 8;
+    // A prompt of 13 tokens (end-aligned: blocks of 5 and 8), a committed block, a block of masks
+    // with two tokens revealed.
+    let prompt: Vec<u32> = (1000..1013).collect();
+    let committed: Vec<u32> = (2000..2008).collect();
+    let current = [mask, 3000, mask, mask, 3001, mask, mask, mask];
+    let seq: Vec<u32> = prompt
+        .iter()
+        .chain(&committed)
+        .chain(&current)
+        .copied()
+        .collect();
+    let blocks: Vec<usize> = (0..seq.len()).map(|i| (3 + i) / bs).collect();
+    let full_bias: Vec<f32> = blocks
+        .iter()
+        .flat_map(|&q| {
+            blocks
+                .iter()
+                .map(move |&k| if k <= q { 0.0 } else { f32::NEG_INFINITY })
+        })
+        .collect();
+    let full_bias = Tensor::from_vec(full_bias, (1, 1, seq.len(), seq.len()), &Device::Cpu)?;
+    let positions: Vec<u32> = (0..seq.len() as u32).collect();
+    let t = Tensor::from_vec(seq.clone(), (1, seq.len()), &Device::Cpu)?;
+    let full = session.model.hidden(&Pass {
+        ids: &t,
+        positions: &positions,
+        bias: Some(&full_bias),
+        cache: CacheOp::None,
+    })?;
+
+    let prompt_bias = full_bias.narrow(2, 0, 13)?.narrow(3, 0, 13)?.contiguous()?;
+    let t = Tensor::from_vec(prompt.clone(), (1, 13), &Device::Cpu)?;
+    session.model.hidden(&Pass {
+        ids: &t,
+        positions: &positions[..13],
+        bias: Some(&prompt_bias),
+        cache: CacheOp::Store,
+    })?;
+    let t = Tensor::from_vec(committed.clone(), (1, 8), &Device::Cpu)?;
+    session.model.hidden(&Pass {
+        ids: &t,
+        positions: &positions[13..21],
+        bias: None,
+        cache: CacheOp::Append,
+    })?;
+    let t = Tensor::from_vec(current.to_vec(), (1, 8), &Device::Cpu)?;
+    let cached = session.model.hidden(&Pass {
+        ids: &t,
+        positions: &positions[21..],
+        bias: None,
+        cache: CacheOp::Read,
+    })?;
+
+    let err = (full.narrow(1, 21, 8)? - cached)?
+        .abs()?
+        .max_all()?
+        .to_scalar::<f32>()?;
+    assert!(
+        err <= 1e-4,
+        "cached block differs from full recomputation by {err}"
+    );
     Ok(())
 }
 
@@ -296,7 +470,7 @@ fn llada_chat_carries_tokens_like_chat_py() -> Result<()> {
             .iter()
             .filter(|c| c["sampler"] == "llada.chat")
         {
-            let p = session.params(&case_flags(&case["settings"])?, 0)?;
+            let p = session.params(&case_flags(case)?, 0)?;
             let mut conversation = session.conversation(false, None)?;
             for (turn, want) in case["turns"]
                 .as_array()
@@ -312,15 +486,15 @@ fn llada_chat_carries_tokens_like_chat_py() -> Result<()> {
                     "{} turn {turn}: prompt",
                     case["id"]
                 );
-                let (canvas, _, trace) = sample(&mut session, &prompt, &p)?;
+                let (g, trace) = sample(&mut session, &prompt, &p)?;
                 assert_eq!(
-                    canvas,
+                    g.canvas,
                     ids(&want["generated_ids"]),
                     "turn {turn}: {}",
                     divergence(&want["trace"], &trace)
                 );
-                let answer = session.tokenizer.answer(&canvas)?;
-                conversation.record(user, &prompt, &canvas, &answer, &session.tokenizer);
+                let answer = session.tokenizer.answer(&g.canvas)?;
+                conversation.record(user, &prompt, &g.canvas, &answer, &session.tokenizer);
                 assert_eq!(
                     conversation.carried(),
                     ids(&want["carried_ids"]).as_slice(),

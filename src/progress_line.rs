@@ -62,12 +62,13 @@ pub fn describe(step: &Step, mask: u32) -> String {
         0.0
     };
     format!(
-        "step {}/{} · block {}/{} · {revealed}/{} revealed · {rate:.1} tok/s · {secs:.1} s",
+        "step {}/{} · block {}/{} · {revealed}/{} revealed · TPF {:.1} · {rate:.1} tok/s · {secs:.1} s",
         step.index + 1,
         step.total,
         step.block + 1,
         step.blocks,
-        step.canvas.len()
+        step.canvas.len(),
+        revealed as f64 / step.nfe.max(1) as f64
     )
 }
 
@@ -97,7 +98,7 @@ mod tests {
         };
         assert_eq!(
             describe(&step, 9),
-            "step 2/4 · block 1/2 · 2/4 revealed · 1.0 tok/s · 2.0 s"
+            "step 2/4 · block 1/2 · 2/4 revealed · TPF 1.0 · 1.0 tok/s · 2.0 s"
         );
     }
 }

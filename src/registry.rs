@@ -26,6 +26,8 @@ static BUILTIN: LazyLock<std::result::Result<Registry, String>> = LazyLock::new(
 pub enum Arch {
     Llada,
     Dream,
+    /// Block diffusion on a Qwen body (Tiny-A2D BD3LM).
+    Bd3lm,
 }
 
 impl Arch {
@@ -33,6 +35,7 @@ impl Arch {
         match self {
             Arch::Llada => "llada",
             Arch::Dream => "dream",
+            Arch::Bd3lm => "bd3lm",
         }
     }
 }
@@ -67,6 +70,9 @@ pub struct ArchSpec {
     /// Pre-tokenizer split regex for checkpoints that ship a slow byte-level BPE tokenizer
     /// (`vocab.json` + `merges.txt`) instead of `tokenizer.json`.
     pub bpe_split_regex: Option<String>,
+    /// Extra chat-template variables (Qwen3's `enable_thinking = false`, as dllm renders).
+    #[serde(default)]
+    pub template_kwargs: toml::Table,
     #[serde(default)]
     pub defaults: Defaults,
 }
@@ -222,6 +228,7 @@ mod tests {
         let reg = Registry::builtin()?;
         assert_eq!(reg.arch_for_model_type("llada"), Some(Arch::Llada));
         assert_eq!(reg.arch_for_model_type("Dream"), Some(Arch::Dream));
+        assert_eq!(reg.arch_for_model_type("a2d-qwen3"), Some(Arch::Bd3lm));
         assert_eq!(reg.arch_for_model_type("gpt2"), None);
         Ok(())
     }

@@ -12,10 +12,10 @@ use serde_json::Value;
 
 use crate::chat_template::ChatTemplate;
 use crate::conversation::Conversation;
-use crate::device::{available_memory, describe, dtype_name, pick_device, pick_dtype};
+use crate::device::{available_memory, describe, pick_device, pick_dtype};
 use crate::diffusion::{self, Generation, Params, Step};
 use crate::hub::{self, Source};
-use crate::model::{Config, Model, Weights};
+use crate::model::{Config, Model, Precision, Weights};
 use crate::registry::{Arch, ArchSpec, Registry};
 use crate::settings::{self, Defaults};
 use crate::tokenizer::{self, TokenFiles, Tokenizer};
@@ -186,14 +186,19 @@ impl Session {
         let device = pick_device(&opts.device)?;
         let weights = Weights::open(&files.weights)?;
         let dtype = choose_dtype(opts.dtype.as_deref(), &device, weights.elements())?;
-        let model = Model::new(&config, weights.var_builder(dtype, &device))
-            .map_err(|e| anyhow!("{e}"))
-            .with_context(|| {
-                format!(
-                    "loading the weights: they do not match {}",
-                    files.config.display()
-                )
-            })?;
+        let precision = Precision::new(dtype, &device);
+        let model = Model::new(
+            &config,
+            weights.var_builder(precision.activations, &device),
+            precision,
+        )
+        .map_err(|e| anyhow!("{e}"))
+        .with_context(|| {
+            format!(
+                "loading the weights: they do not match {}",
+                files.config.display()
+            )
+        })?;
         Ok(Session {
             label,
             arch,
@@ -225,11 +230,12 @@ impl Session {
         if !raw && template.is_none() && system.is_some() {
             bail!("--system: {} has no chat template", self.label);
         }
+        let kwargs = serde_json::to_value(&self.arch_spec.template_kwargs)?;
         Ok(Conversation::new(
             template,
             self.arch_spec.chat,
             system,
-            Value::Object(Default::default()),
+            kwargs,
         ))
     }
 
@@ -263,7 +269,7 @@ impl Session {
     }
 
     pub fn dtype_name(&self) -> &'static str {
-        dtype_name(self.model.dtype())
+        self.model.precision().name()
     }
 }
 

@@ -5,7 +5,7 @@
 use anyhow::{bail, Result};
 use serde::Deserialize;
 
-use crate::diffusion::{Family, Params, Schedule, Strategy};
+use crate::diffusion::{CacheMode, Family, Params, Schedule, Strategy};
 use crate::registry::ArchSpec;
 
 /// Sampler settings where every field may be absent: one layer of the stack.
@@ -24,6 +24,9 @@ pub struct Defaults {
     pub top_k: Option<usize>,
     pub alg_temp: Option<f64>,
     pub eps: Option<f64>,
+    pub threshold: Option<f64>,
+    pub cache: Option<CacheMode>,
+    pub steps_per_block: Option<usize>,
     pub early_stop: Option<bool>,
 }
 
@@ -43,6 +46,9 @@ impl Defaults {
             top_k: self.top_k.or(lower.top_k),
             alg_temp: self.alg_temp.or(lower.alg_temp),
             eps: self.eps.or(lower.eps),
+            threshold: self.threshold.or(lower.threshold),
+            cache: self.cache.or(lower.cache),
+            steps_per_block: self.steps_per_block.or(lower.steps_per_block),
             early_stop: self.early_stop.or(lower.early_stop),
         }
     }
@@ -56,12 +62,13 @@ const FALLBACK_EPS: f64 = 1e-3;
 
 /// Resolves `flags` over `defaults` into checked parameters for a model of family `arch`.
 ///
-/// The schedule is blocks when a block length is set (LLaDA's defaults always set one) and
-/// Dream's timesteps otherwise. When the flags change `--gen-length` but not `--steps`, the
-/// defaults' tokens-per-step ratio is kept (the model cards state quality at a ratio, usually
-/// one token per step), rounded up to a whole number of steps per block. A default block longer
-/// than the requested canvas shrinks to the canvas. Explicit flags are never adjusted: an
-/// inconsistent set is an error.
+/// The schedule is blocks when a block length is set (LLaDA and block-diffusion defaults
+/// always set one) and Dream's timesteps otherwise. When the flags change `--gen-length` but
+/// not `--steps`, the defaults' tokens-per-step ratio is kept (the model cards state quality at
+/// a ratio, usually one token per step), rounded up to a whole number of steps per block. A
+/// default block longer than the requested canvas shrinks to the canvas. Explicit flags are
+/// never adjusted: an inconsistent set is an error, and so is a flag of another family's
+/// sampler.
 pub fn resolve(
     flags: &Defaults,
     defaults: &Defaults,
@@ -76,18 +83,19 @@ pub fn resolve(
     }
     let block_length = match (merged.block_length, family) {
         (Some(b), _) => Some(b),
-        (None, Family::Llada) => Some(FALLBACK_BLOCK_LENGTH),
+        (None, Family::Llada | Family::Bd3lm) => Some(FALLBACK_BLOCK_LENGTH),
         (None, Family::Dream) => None,
     };
     let schedule = match block_length {
         Some(0) => bail!("--block-length must be at least 1"),
         Some(b) => {
-            let b = if flags.block_length.is_none() && b > gen_length {
+            let b = if flags.block_length.is_none() && b > gen_length && family != Family::Bd3lm {
                 gen_length
             } else {
                 b
             };
-            if !gen_length.is_multiple_of(b) {
+            // Block diffusion allows a shorter last block (dllm's `cur_block_len`).
+            if !gen_length.is_multiple_of(b) && family != Family::Bd3lm {
                 bail!(
                     "--gen-length {gen_length} is not a multiple of --block-length {b}; \
                      choose a gen-length that is a whole number of blocks"
@@ -104,22 +112,28 @@ pub fn resolve(
         }
     };
     let blocks = match schedule {
-        Schedule::Blocks { block_length } => gen_length / block_length,
+        Schedule::Blocks { block_length } => gen_length.div_ceil(block_length),
         Schedule::Timesteps { .. } => 1,
     };
+    // Block diffusion spreads the steps itself (ceil per block); the others need a whole number.
+    let whole_blocks = family != Family::Bd3lm;
     let steps = match flags.steps {
         Some(s) => s,
         None => {
             let default_gen = defaults.gen_length.unwrap_or(FALLBACK_GEN_LENGTH);
             let default_steps = defaults.steps.unwrap_or(default_gen);
             let scaled = (gen_length * default_steps).div_ceil(default_gen.max(1));
-            scaled.div_ceil(blocks).max(1) * blocks
+            if whole_blocks {
+                scaled.div_ceil(blocks).max(1) * blocks
+            } else {
+                scaled.max(1)
+            }
         }
     };
     if steps == 0 {
         bail!("--steps must be at least 1");
     }
-    if !steps.is_multiple_of(blocks) {
+    if whole_blocks && !steps.is_multiple_of(blocks) {
         bail!(
             "--steps {steps} must be a multiple of the number of blocks ({blocks} = --gen-length \
              {gen_length} / --block-length {})",
@@ -135,11 +149,11 @@ pub fn resolve(
         bail!("--cfg-scale must be a number >= 0, got {cfg_scale}");
     }
     let strategy = merged.strategy.unwrap_or(match family {
-        Family::Llada => Strategy::Confidence,
+        Family::Llada | Family::Bd3lm => Strategy::Confidence,
         Family::Dream => Strategy::Entropy,
     });
     let allowed: &[Strategy] = match family {
-        Family::Llada => &[Strategy::Confidence, Strategy::Random],
+        Family::Llada | Family::Bd3lm => &[Strategy::Confidence, Strategy::Random],
         Family::Dream => &[
             Strategy::Confidence,
             Strategy::Margin,
@@ -161,23 +175,31 @@ pub fn resolve(
     if strategy == Strategy::Origin && matches!(schedule, Schedule::Blocks { .. }) {
         bail!("--strategy origin follows Dream's timestep schedule; drop --block-length");
     }
-    // Flags of the other family's sampler are errors rather than silently ignored.
-    let dream_only: &[(&str, bool)] = &[
+    // Flags of another family's sampler are errors rather than silently ignored.
+    let dream: &[(&str, bool)] = &[
         ("--top-p", flags.top_p.is_some()),
         ("--top-k", flags.top_k.is_some()),
         ("--alg-temp", flags.alg_temp.is_some()),
         ("--eps", flags.eps.is_some()),
     ];
-    let llada_only: &[(&str, bool)] = &[
+    let llada: &[(&str, bool)] = &[
         ("--cfg-scale", cfg_scale > 0.0),
         ("--eos-last", merged.eos_last == Some(true)),
     ];
-    let (foreign, owner) = match family {
-        Family::Llada => (dream_only, "Dream-family"),
-        Family::Dream => (llada_only, "LLaDA"),
+    let block_diffusion: &[(&str, bool)] =
+        &[("--steps-per-block", flags.steps_per_block.is_some())];
+    let foreign: [(&[(&str, bool)], &str); 2] = match family {
+        Family::Llada => [
+            (dream, "Dream-family"),
+            (block_diffusion, "block-diffusion"),
+        ],
+        Family::Dream => [(llada, "LLaDA"), (block_diffusion, "block-diffusion")],
+        Family::Bd3lm => [(dream, "Dream-family"), (llada, "LLaDA")],
     };
-    if let Some((flag, _)) = foreign.iter().find(|(_, set)| *set) {
-        bail!("{flag} belongs to the {owner} sampler; this model does not use it");
+    for (flags, owner) in foreign {
+        if let Some((flag, _)) = flags.iter().find(|(_, set)| *set) {
+            bail!("{flag} belongs to the {owner} sampler; this model does not use it");
+        }
     }
     let top_p = merged.top_p;
     if let Some(p) = top_p.filter(|p| !(*p > 0.0 && *p <= 1.0)) {
@@ -190,6 +212,32 @@ pub fn resolve(
     let alg_temp = merged.alg_temp.unwrap_or(0.0);
     if !alg_temp.is_finite() || alg_temp < 0.0 {
         bail!("--alg-temp must be a number >= 0, got {alg_temp}");
+    }
+    let threshold = merged.threshold;
+    if let Some(t) = threshold.filter(|t| !(*t > 0.0 && *t <= 1.0)) {
+        bail!("--threshold must be in (0, 1], got {t}");
+    }
+    if merged.steps_per_block == Some(0) {
+        bail!("--steps-per-block must be at least 1");
+    }
+    let cache = merged.cache.unwrap_or(match family {
+        // The exact cache is the point of block diffusion.
+        Family::Bd3lm => CacheMode::Prefix,
+        Family::Llada | Family::Dream => CacheMode::None,
+    });
+    if cache == CacheMode::Dual && family == Family::Bd3lm {
+        bail!("--cache dual is Fast-dLLM's cache for bidirectional models; block diffusion caches exactly with prefix (or none)");
+    }
+    if cache != CacheMode::None && family != Family::Bd3lm {
+        if arch.shift_logits {
+            bail!("--cache {}: Fast-dLLM's caches are built for LLaDA here; Dream's shifted variant is not (use --cache none)", format!("{cache:?}").to_lowercase());
+        }
+        if cfg_scale > 0.0 {
+            bail!("--cfg-scale needs --cache none");
+        }
+    }
+    if family == Family::Bd3lm && cfg_scale > 0.0 {
+        bail!("--cfg-scale is not supported for block diffusion");
     }
     Ok(Params {
         gen_length,
@@ -205,6 +253,9 @@ pub fn resolve(
         cfg_scale,
         suppress_eos: merged.suppress_eos.unwrap_or(false),
         eos_last: merged.eos_last.unwrap_or(false),
+        threshold,
+        cache,
+        steps_per_block: merged.steps_per_block,
         early_stop: merged.early_stop.unwrap_or(false),
         seed,
     })
@@ -223,6 +274,7 @@ mod tests {
             sampler: family,
             shift_logits: family == Family::Dream,
             bpe_split_regex: None,
+            template_kwargs: Default::default(),
             defaults: Defaults::default(),
         }
     }

@@ -34,6 +34,7 @@ impl SpecialTokens {
             mask: self.mask,
             eos: self.eos,
             eot: self.eot,
+            pad: self.pad,
             stops: self.stops.clone(),
         }
     }
@@ -336,6 +337,7 @@ mod tests {
             sampler: Family::Llada,
             shift_logits: false,
             bpe_split_regex: None,
+            template_kwargs: Default::default(),
             defaults: Default::default(),
         }
     }

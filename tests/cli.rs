@@ -103,7 +103,7 @@ fn models_lists_the_registry_and_the_cache_state() -> Result {
     assert!(out.status.success(), "{}", stderr(&out));
     let text = stdout(&out);
     assert!(
-        text.contains("llada-8b-instruct *") && text.contains("GSAI-ML/LLaDA-8B-Instruct"),
+        text.contains("qwen3-0.6b-bd3lm *") && text.contains("GSAI-ML/LLaDA-8B-Instruct"),
         "{text}"
     );
     assert!(text.contains("llada-1.5"));
@@ -378,7 +378,7 @@ fn parity_cases_through_the_command_line() -> Result {
             ran += 1;
         }
     }
-    assert!(ran >= 16, "only {ran} cases ran through the CLI");
+    assert!(ran >= 27, "only {ran} cases ran through the CLI");
     Ok(())
 }
 
@@ -388,6 +388,13 @@ fn cli_args(case: &Value) -> Option<Vec<String>> {
     let s = &case["settings"];
     let strategy = match case["sampler"].as_str()? {
         "llada.generate" => match s["remasking"].as_str()? {
+            "random" => "random",
+            _ => "confidence",
+        },
+        "fastdllm.generate"
+        | "fastdllm.generate_with_prefix_cache"
+        | "fastdllm.generate_with_dual_cache"
+        | "dllm.BD3LMSampler.sample" => match s["remasking"].as_str()? {
             "random" => "random",
             _ => "confidence",
         },
@@ -415,6 +422,9 @@ fn cli_args(case: &Value) -> Option<Vec<String>> {
     flag("gen-length", &s["max_new_tokens"]);
     flag("steps", &s["steps"]);
     flag("block-length", &s["block_length"]);
+    flag("block-length", &s["block_size"]);
+    flag("steps-per-block", &s["steps_per_block"]);
+    flag("threshold", &s["threshold"]);
     if s["cfg_scale"].as_f64().is_some_and(|w| w > 0.0) {
         flag("cfg-scale", &s["cfg_scale"]);
     }
@@ -424,6 +434,16 @@ fn cli_args(case: &Value) -> Option<Vec<String>> {
     flag("top-k", &s["top_k"]);
     args.push("--strategy".into());
     args.push(strategy.into());
+    let cache = match case["sampler"].as_str()? {
+        "fastdllm.generate_with_prefix_cache" => Some("prefix"),
+        "fastdllm.generate_with_dual_cache" => Some("dual"),
+        "fastdllm.generate" => Some("none"),
+        _ => None,
+    };
+    if let Some(cache) = cache {
+        args.push("--cache".into());
+        args.push(cache.into());
+    }
     if s["logits_eos_inf"] == true {
         args.push("--suppress-eos".into());
     }

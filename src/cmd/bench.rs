@@ -13,11 +13,12 @@ use serde::Serialize;
 use serde_json::Value;
 
 use crate::cli::BenchArgs;
-use crate::device::{describe, dtype_name, pick_device, pick_dtype};
+use crate::device::{describe, pick_device, pick_dtype};
 use crate::diffusion::{self, Denoiser, SpecialIds};
 use crate::hub::Source;
+use crate::model::kv_cache::CacheOp;
 use crate::model::random_weights::random_var_builder;
-use crate::model::{Config, Model};
+use crate::model::{Config, Model, Pass, Precision};
 use crate::registry::{Arch, Registry};
 use crate::report::rates;
 use crate::session::{Checkpoint, LoadOptions, Session};
@@ -34,6 +35,8 @@ struct BenchReport {
     mode: &'static str,
     /// Tokens through the model per forward pass (forward mode), or prompt + canvas.
     seq: usize,
+    /// Cached tokens before the `seq` ones (forward mode, `--past`).
+    past: usize,
     /// Rows through the LM head per forward pass.
     head_rows: usize,
     /// Seconds per forward pass: the median of the timed runs (forward mode), or the loop
@@ -81,9 +84,10 @@ fn load(args: &BenchArgs) -> Result<Loaded> {
             .with_context(|| format!("shape {shape_name} in models.toml"))?;
         let device = pick_device(&args.model.device)?;
         let dtype = pick_dtype(args.model.dtype.as_deref(), &device)?;
+        let precision = Precision::new(dtype, &device);
         let start = Instant::now();
-        let model = Model::new(&config, random_var_builder(&shape.absent, dtype, &device))
-            .map_err(|e| anyhow!("{e}"))?;
+        let vb = random_var_builder(&shape.absent, precision.activations, &device);
+        let model = Model::new(&config, vb, precision).map_err(|e| anyhow!("{e}"))?;
         let id = |key: &str| json.get(key).and_then(Value::as_u64).map(|v| v as u32);
         let vocab = config.vocab_size() as u32;
         let eos = id("eos_token_id").unwrap_or(0);
@@ -91,6 +95,7 @@ fn load(args: &BenchArgs) -> Result<Loaded> {
             mask: id("mask_token_id").unwrap_or(vocab - 1),
             eos,
             eot: None,
+            pad: None,
             stops: vec![eos],
         };
         return Ok(Loaded {
@@ -151,13 +156,40 @@ pub fn run(args: &BenchArgs) -> Result<()> {
             ids.truncate(seq);
             let ids = Tensor::from_vec(ids, (1, seq), &device)?;
             let head_rows = args.head_rows.unwrap_or(seq).min(seq);
+            // --past N: a cached prefix of N tokens, as one block-diffusion step sees it.
+            let past = args.past;
+            if past > 0 {
+                let mut prefix = random_ids(past + 8);
+                prefix.truncate(past);
+                let prefix = Tensor::from_vec(prefix, (1, past), &device)?;
+                let positions: Vec<u32> = (0..past as u32).collect();
+                let pass = Pass {
+                    ids: &prefix,
+                    positions: &positions,
+                    bias: None,
+                    cache: CacheOp::Store,
+                };
+                model.hidden(&pass)?;
+            }
+            let positions: Vec<u32> = (past as u32..(past + seq) as u32).collect();
+            let op = if past > 0 {
+                CacheOp::Read
+            } else {
+                CacheOp::None
+            };
+            let pass = Pass {
+                ids: &ids,
+                positions: &positions,
+                bias: None,
+                cache: op,
+            };
             // One warm-up, then timed runs. By default the LM head covers every row, as the
             // PyTorch reference's `logits(forward(...))`; --head-rows K times the sampler's
             // forward, which needs logits for the K positions of the current block only.
             let mut times = Vec::with_capacity(args.repeats);
             for run in 0..=args.repeats {
                 let start = Instant::now();
-                let hidden = model.hidden(&ids)?;
+                let hidden = model.hidden(&pass)?;
                 let logits = model.head(&hidden.narrow(1, seq - head_rows, head_rows)?)?;
                 device.synchronize()?;
                 drop(logits);
@@ -171,10 +203,11 @@ pub fn run(args: &BenchArgs) -> Result<()> {
                 model: label,
                 params,
                 device: describe(&device),
-                dtype: dtype_name(model.dtype()),
+                dtype: model.precision().name(),
                 threads: candle_core::utils::get_num_threads(),
                 mode: "forward",
                 seq,
+                past,
                 head_rows,
                 forward_s: median,
                 min_s: times[0],
@@ -204,10 +237,11 @@ pub fn run(args: &BenchArgs) -> Result<()> {
                 model: label,
                 params,
                 device: describe(&device),
-                dtype: dtype_name(model.dtype()),
+                dtype: model.precision().name(),
                 threads: candle_core::utils::get_num_threads(),
                 mode: "generate",
                 seq: prompt.len() + p.gen_length,
+                past: 0,
                 head_rows: p.blocks()[0].len(),
                 forward_s: secs / g.nfe.max(1) as f64,
                 min_s: secs / g.nfe.max(1) as f64,

@@ -9,32 +9,46 @@ use crate::registry::Registry;
 
 pub fn run() -> Result<()> {
     let registry = Registry::builtin()?;
+    let names: Vec<String> = registry
+        .models
+        .iter()
+        .map(|m| {
+            if m.default {
+                format!("{} *", m.name)
+            } else {
+                m.name.clone()
+            }
+        })
+        .collect();
+    let w = names.iter().map(String::len).max().unwrap_or(4).max(4);
+    let license_w = registry
+        .models
+        .iter()
+        .map(|m| m.license.len())
+        .max()
+        .unwrap_or(7)
+        .max(7);
     let mut out = std::io::stdout().lock();
     writeln!(
         out,
-        "{:<20} {:<7} {:<6} {:<10} {:<11} REPO",
+        "{:<w$}  {:<6}  {:<6}  {:<license_w$}  {:<10}  REPO",
         "NAME", "PARAMS", "ARCH", "LICENSE", "CACHED"
     )?;
-    for m in &registry.models {
+    for (m, name) in registry.models.iter().zip(&names) {
         let cached = match hub::cached(m) {
             Cached::Complete => "downloaded",
             Cached::Partial => "partial",
             Cached::Missing => "-",
         };
-        let name = if m.default {
-            format!("{} *", m.name)
-        } else {
-            m.name.clone()
-        };
         writeln!(
             out,
-            "{name:<20} {:<7} {:<6} {:<10} {cached:<11} {}",
+            "{name:<w$}  {:<6}  {:<6}  {:<license_w$}  {cached:<10}  {}",
             m.params,
             m.arch.name(),
             m.license,
             m.repo
         )?;
-        writeln!(out, "{:<20} {}", "", m.about)?;
+        writeln!(out, "{:<w$}  {}", "", m.about)?;
     }
     writeln!(
         out,

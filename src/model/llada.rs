@@ -16,13 +16,15 @@
 //! <https://github.com/ML-GSAI/LLaDA>, <https://github.com/NVlabs/Fast-dLLM>.
 
 use candle_core::{Module, Result, Tensor};
-use candle_nn::{embedding, Embedding, VarBuilder};
+use candle_nn::VarBuilder;
 use serde::Deserialize;
 
 use super::attention::attention;
-use super::linear::Linear;
+use super::kv_cache::LayerCache;
+use super::linear::{Linear, TokenEmbedding, WeightFormat};
 use super::norm::RmsNorm;
 use super::rotary::{RopeMath, RotaryEmbedding};
+use super::{LayerInput, Pass};
 
 /// config.json of a LLaDA checkpoint; field names are the HF keys.
 #[derive(Debug, Clone, PartialEq, Deserialize)]
@@ -183,36 +185,36 @@ struct Attention {
 }
 
 impl Attention {
-    fn new(cfg: &Config, vb: &VarBuilder) -> Result<Self> {
+    fn new(cfg: &Config, vb: &VarBuilder, format: WeightFormat) -> Result<Self> {
         let (d, hd) = (cfg.d_model, cfg.head_dim());
+        let kv = cfg.kv_heads() * hd;
         Ok(Self {
-            q_proj: Linear::new(d, cfg.n_heads * hd, false, vb.pp("q_proj"))?,
-            k_proj: Linear::new(d, cfg.kv_heads() * hd, false, vb.pp("k_proj"))?,
-            v_proj: Linear::new(d, cfg.kv_heads() * hd, false, vb.pp("v_proj"))?,
-            attn_out: Linear::new(cfg.n_heads * hd, d, false, vb.pp("attn_out"))?,
+            q_proj: Linear::new(d, cfg.n_heads * hd, false, vb.pp("q_proj"), format)?,
+            k_proj: Linear::new(d, kv, false, vb.pp("k_proj"), format)?,
+            v_proj: Linear::new(d, kv, false, vb.pp("v_proj"), format)?,
+            attn_out: Linear::new(cfg.n_heads * hd, d, false, vb.pp("attn_out"), format)?,
             heads: cfg.n_heads,
             kv_heads: cfg.kv_heads(),
             head_dim: hd,
         })
     }
 
-    fn forward(
-        &self,
-        x: &Tensor,
-        rope: &RotaryEmbedding,
-        cos: &Tensor,
-        sin: &Tensor,
-    ) -> Result<Tensor> {
+    fn forward(&self, x: &Tensor, input: &LayerInput, cache: &mut LayerCache) -> Result<Tensor> {
         let (b, t, _) = x.dims3()?;
         let split = |proj: &Linear, heads: usize| -> Result<Tensor> {
             proj.forward(x)?
                 .reshape((b, t, heads, self.head_dim))?
                 .transpose(1, 2)
         };
-        let q = rope.apply(&split(&self.q_proj, self.heads)?, cos, sin)?;
-        let k = rope.apply(&split(&self.k_proj, self.kv_heads)?, cos, sin)?;
-        let v = split(&self.v_proj, self.kv_heads)?;
-        let y = attention(&q, &k, &v, None)?;
+        let q = input
+            .rope
+            .apply(&split(&self.q_proj, self.heads)?, &input.cos, &input.sin)?;
+        let k = input
+            .rope
+            .apply(&split(&self.k_proj, self.kv_heads)?, &input.cos, &input.sin)?;
+        let v = split(&self.v_proj, self.kv_heads)?.contiguous()?;
+        let (k, v) = cache.keys(k, v, input.cache)?;
+        let y = attention(&q, &k, &v, input.bias)?;
         y.transpose(1, 2)?
             .reshape((b, t, self.heads * self.head_dim))?
             .apply(&self.attn_out)
@@ -230,30 +232,24 @@ struct Block {
 }
 
 impl Block {
-    fn new(cfg: &Config, vb: VarBuilder) -> Result<Self> {
+    fn new(cfg: &Config, vb: VarBuilder, format: WeightFormat) -> Result<Self> {
         let (d, h) = (cfg.d_model, cfg.mlp_hidden());
         Ok(Self {
             attn_norm: RmsNorm::new(d, cfg.rms_norm_eps, vb.pp("attn_norm"))?,
-            attn: Attention::new(cfg, &vb)?,
+            attn: Attention::new(cfg, &vb, format)?,
             ff_norm: RmsNorm::new(d, cfg.rms_norm_eps, vb.pp("ff_norm"))?,
-            ff_proj: Linear::new(d, h, false, vb.pp("ff_proj"))?,
-            up_proj: Linear::new(d, h, false, vb.pp("up_proj"))?,
-            ff_out: Linear::new(h, d, false, vb.pp("ff_out"))?,
+            ff_proj: Linear::new(d, h, false, vb.pp("ff_proj"), format)?,
+            up_proj: Linear::new(d, h, false, vb.pp("up_proj"), format)?,
+            ff_out: Linear::new(h, d, false, vb.pp("ff_out"), format)?,
         })
     }
 
-    fn forward(
-        &self,
-        x: &Tensor,
-        rope: &RotaryEmbedding,
-        cos: &Tensor,
-        sin: &Tensor,
-    ) -> Result<Tensor> {
+    fn forward(&self, x: &Tensor, input: &LayerInput, cache: &mut LayerCache) -> Result<Tensor> {
         let residual = x;
         let x = (residual
             + self
                 .attn
-                .forward(&x.apply(&self.attn_norm)?, rope, cos, sin)?)?;
+                .forward(&x.apply(&self.attn_norm)?, input, cache)?)?;
         let h = x.apply(&self.ff_norm)?;
         let gate = h.apply(&self.ff_proj)?.silu()?;
         let up = h.apply(&self.up_proj)?;
@@ -264,7 +260,7 @@ impl Block {
 /// The LLaDA network: ids in, final-norm hidden states or logits out.
 #[derive(Debug, Clone)]
 pub struct Model {
-    wte: Embedding,
+    wte: TokenEmbedding,
     blocks: Vec<Block>,
     ln_f: RmsNorm,
     lm_head: Linear,
@@ -272,15 +268,21 @@ pub struct Model {
 }
 
 impl Model {
-    pub fn new(cfg: &Config, vb: VarBuilder) -> Result<Self> {
+    pub fn new(cfg: &Config, vb: VarBuilder, format: WeightFormat) -> Result<Self> {
         let vb = vb.pp("model").pp("transformer");
-        let wte = embedding(cfg.embedding_rows(), cfg.d_model, vb.pp("wte"))?;
+        let wte = TokenEmbedding::new(cfg.embedding_rows(), cfg.d_model, vb.pp("wte"), format)?;
         let blocks = (0..cfg.n_layers)
-            .map(|i| Block::new(cfg, vb.pp("blocks").pp(i)))
+            .map(|i| Block::new(cfg, vb.pp("blocks").pp(i), format))
             .collect::<Result<Vec<_>>>()?;
         let lm_head = match cfg.weight_tying {
-            true => Linear::from_weight(wte.embeddings(), None)?,
-            false => Linear::new(cfg.d_model, cfg.embedding_rows(), false, vb.pp("ff_out"))?,
+            true => wte.as_head(format)?,
+            false => Linear::new(
+                cfg.d_model,
+                cfg.embedding_rows(),
+                false,
+                vb.pp("ff_out"),
+                format,
+            )?,
         };
         Ok(Self {
             wte,
@@ -291,14 +293,24 @@ impl Model {
         })
     }
 
-    /// Final-norm hidden states `[batch, seq, d_model]` for `ids` `[batch, seq]` at positions
-    /// `0..seq` (the reference has no position ids: pads count as positions too).
-    pub fn hidden(&self, ids: &Tensor) -> Result<Tensor> {
-        let (_, t) = ids.dims2()?;
-        let (cos, sin) = self.rope.tables(0..t, ids.device())?;
-        let mut x = self.wte.forward(ids)?;
-        for block in &self.blocks {
-            x = block.forward(&x, &self.rope, &cos, &sin)?;
+    pub fn layers(&self) -> usize {
+        self.blocks.len()
+    }
+
+    /// Final-norm hidden states `[batch, n, d_model]` of a pass. Without a cache the reference
+    /// places token `i` at position `i`, pads included (no position ids).
+    pub fn hidden(&self, pass: &Pass, cache: &mut [LayerCache]) -> Result<Tensor> {
+        let (cos, sin) = self.rope.tables(pass.positions, pass.ids.device())?;
+        let input = LayerInput {
+            rope: &self.rope,
+            cos,
+            sin,
+            bias: pass.bias,
+            cache: pass.cache,
+        };
+        let mut x = self.wte.forward(pass.ids)?;
+        for (block, layer_cache) in self.blocks.iter().zip(cache.iter_mut()) {
+            x = block.forward(&x, &input, layer_cache)?;
         }
         x.apply(&self.ln_f)
     }
@@ -329,9 +341,14 @@ mod tests {
             (cfg.kv_heads(), cfg.head_dim(), cfg.mlp_hidden()),
             (1, 4, 12)
         );
-        let model = Model::new(&cfg, VarBuilder::zeros(DType::F32, &Device::Cpu))?;
+        let model = Model::new(
+            &cfg,
+            VarBuilder::zeros(DType::F32, &Device::Cpu),
+            WeightFormat::Dense,
+        )?;
         let ids = Tensor::new(&[[1u32, 2, 3]], &Device::Cpu)?;
-        let h = model.hidden(&ids)?;
+        let mut cache = vec![LayerCache::default(); model.layers()];
+        let h = model.hidden(&Pass::full(&ids, &[0, 1, 2]), &mut cache)?;
         assert_eq!(h.dims(), &[1, 3, 8]);
         assert_eq!(model.logits(&h)?.dims(), &[1, 3, 11]);
         Ok(())

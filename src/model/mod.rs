@@ -6,6 +6,8 @@
 //! [`Denoiser`].
 
 pub mod attention;
+pub mod bf16_matmul;
+pub mod kv_cache;
 pub mod linear;
 pub mod llada;
 pub mod norm;
@@ -23,6 +25,8 @@ use serde_json::Value;
 
 use crate::diffusion::Denoiser;
 use crate::registry::Arch;
+use kv_cache::{CacheOp, LayerCache};
+use linear::WeightFormat;
 
 /// A parsed config.json.
 #[derive(Debug, Clone, PartialEq)]
@@ -41,7 +45,7 @@ impl Config {
                 cfg.validate().map_err(|e| anyhow!(e))?;
                 Ok(Config::Llada(cfg))
             }
-            Arch::Dream => {
+            Arch::Dream | Arch::Bd3lm => {
                 let cfg: qwen::Config =
                     serde_json::from_value(json.clone()).map_err(|e| anyhow!("{e}"))?;
                 cfg.validate().map_err(|e| anyhow!(e))?;
@@ -80,35 +84,112 @@ enum Network {
     Qwen(qwen::Model),
 }
 
-/// A network on a device.
+/// What one forward pass computes: which tokens, at which positions, seeing which keys, and
+/// what happens to the KV cache.
+pub struct Pass<'a> {
+    /// Token ids, `[batch, n]`.
+    pub ids: &'a Tensor,
+    /// The RoPE position of each of the `n` tokens.
+    pub positions: &'a [u32],
+    /// Additive attention bias (0 or -inf), broadcastable to `[batch, 1, n, keys]`; `None` lets
+    /// every query see every key (bidirectional attention).
+    pub bias: Option<&'a Tensor>,
+    pub cache: CacheOp,
+}
+
+impl<'a> Pass<'a> {
+    /// A plain bidirectional pass, no cache.
+    pub fn full(ids: &'a Tensor, positions: &'a [u32]) -> Self {
+        Pass {
+            ids,
+            positions,
+            bias: None,
+            cache: CacheOp::None,
+        }
+    }
+}
+
+/// Per-pass values every layer reads.
+pub(crate) struct LayerInput<'a> {
+    pub rope: &'a rotary::RotaryEmbedding,
+    pub cos: Tensor,
+    pub sin: Tensor,
+    pub bias: Option<&'a Tensor>,
+    pub cache: CacheOp,
+}
+
+/// How a model's numbers are stored and computed on a device.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Precision {
+    /// Activations (and the small weights: norms, biases).
+    pub activations: DType,
+    /// Matmul weights and the embedding table.
+    pub weights: WeightFormat,
+}
+
+impl Precision {
+    /// `dtype` on `device`. bf16 on a CPU with AVX512-BF16 means bf16 weights in dcoder's own
+    /// kernel with f32 activations: twice f32's speed and half its memory, where candle's CPU
+    /// bf16 would be slower than f32.
+    pub fn new(dtype: DType, device: &Device) -> Precision {
+        match dtype {
+            DType::BF16 if device.is_cpu() && bf16_matmul::available() => Precision {
+                activations: DType::F32,
+                weights: WeightFormat::PackedBf16,
+            },
+            _ => Precision {
+                activations: dtype,
+                weights: WeightFormat::Dense,
+            },
+        }
+    }
+
+    /// The dtype reports name: the weights'.
+    pub fn name(&self) -> &'static str {
+        match self.weights {
+            WeightFormat::PackedBf16 => "bf16",
+            WeightFormat::Dense => self.activations.as_str(),
+        }
+    }
+}
+
+/// A network on a device, with its KV cache.
 pub struct Model {
     network: Network,
     device: Device,
-    dtype: DType,
+    precision: Precision,
     vocab: usize,
+    cache: Vec<LayerCache>,
 }
 
 impl Model {
-    /// Builds the network of `config` from `vb` (checkpoint or random weights).
-    pub fn new(config: &Config, vb: VarBuilder) -> candle_core::Result<Self> {
-        let (device, dtype) = (vb.device().clone(), vb.dtype());
+    /// Builds the network of `config` from `vb` (checkpoint or random weights), whose dtype
+    /// must be `precision.activations`.
+    pub fn new(config: &Config, vb: VarBuilder, precision: Precision) -> candle_core::Result<Self> {
+        let device = vb.device().clone();
+        let format = precision.weights;
         let network = match config {
-            Config::Llada(c) => Network::Llada(llada::Model::new(c, vb)?),
-            Config::Qwen(c) => Network::Qwen(qwen::Model::new(c, vb)?),
+            Config::Llada(c) => Network::Llada(llada::Model::new(c, vb, format)?),
+            Config::Qwen(c) => Network::Qwen(qwen::Model::new(c, vb, format)?),
+        };
+        let layers = match &network {
+            Network::Llada(m) => m.layers(),
+            Network::Qwen(m) => m.layers(),
         };
         Ok(Self {
             network,
             device,
-            dtype,
+            precision,
             vocab: config.vocab_size(),
+            cache: vec![LayerCache::default(); layers],
         })
     }
 
-    /// Final-norm hidden states `[batch, seq, hidden]` of `ids` `[batch, seq]`.
-    pub fn hidden(&self, ids: &Tensor) -> candle_core::Result<Tensor> {
+    /// Final-norm hidden states `[batch, n, hidden]` of a pass.
+    pub fn hidden(&mut self, pass: &Pass) -> candle_core::Result<Tensor> {
         match &self.network {
-            Network::Llada(m) => m.hidden(ids),
-            Network::Qwen(m) => m.hidden(ids),
+            Network::Llada(m) => m.hidden(pass, &mut self.cache),
+            Network::Qwen(m) => m.hidden(pass, &mut self.cache),
         }
     }
 
@@ -120,16 +201,24 @@ impl Model {
         }
     }
 
-    pub fn dtype(&self) -> DType {
-        self.dtype
+    pub fn precision(&self) -> Precision {
+        self.precision
     }
 }
 
 impl Denoiser for Model {
-    fn logits(&mut self, ids: &Tensor, rows: &[u32]) -> candle_core::Result<Tensor> {
-        let hidden = self.hidden(ids)?;
+    fn forward(&mut self, pass: &Pass, rows: &[u32]) -> candle_core::Result<Tensor> {
+        let hidden = self.hidden(pass)?;
         let rows = Tensor::from_slice(rows, rows.len(), &self.device)?;
         self.head(&hidden.index_select(&rows, 1)?)
+    }
+
+    fn truncate_cache(&mut self, len: usize) {
+        self.cache.iter_mut().for_each(|c| c.truncate(len));
+    }
+
+    fn clear_cache(&mut self) {
+        self.cache.iter_mut().for_each(LayerCache::clear);
     }
 
     fn vocab_size(&self) -> usize {
@@ -207,9 +296,15 @@ mod tests {
             Arch::Llada,
             &json!({"d_model": 8, "n_heads": 2, "n_layers": 1, "vocab_size": 5, "mlp_hidden_size": 8}),
         )?;
-        let mut model = Model::new(&cfg, VarBuilder::zeros(DType::F32, &Device::Cpu))?;
+        let precision = Precision::new(DType::F32, &Device::Cpu);
+        let mut model = Model::new(&cfg, VarBuilder::zeros(DType::F32, &Device::Cpu), precision)?;
         let ids = Tensor::new(&[[1u32, 2, 3, 4]], &Device::Cpu)?;
-        assert_eq!(model.logits(&ids, &[1, 3])?.dims(), &[1, 2, 5]);
+        assert_eq!(
+            model
+                .forward(&Pass::full(&ids, &[0, 1, 2, 3]), &[1, 3])?
+                .dims(),
+            &[1, 2, 5]
+        );
         Ok(())
     }
 }

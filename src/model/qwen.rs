@@ -16,13 +16,15 @@
 //! <https://github.com/DreamLM/Dream>, <https://github.com/ZHZisZZ/dllm>.
 
 use candle_core::{Module, Result, Tensor};
-use candle_nn::{embedding, Embedding, VarBuilder};
+use candle_nn::VarBuilder;
 use serde::Deserialize;
 
 use super::attention::attention;
-use super::linear::Linear;
+use super::kv_cache::LayerCache;
+use super::linear::{Linear, TokenEmbedding, WeightFormat};
 use super::norm::RmsNorm;
 use super::rotary::{RopeMath, RotaryEmbedding};
+use super::{LayerInput, Pass};
 
 /// config.json of a Qwen2/Qwen3-bodied checkpoint; field names are the HF keys.
 #[derive(Debug, Clone, PartialEq, Deserialize)]
@@ -134,7 +136,7 @@ struct Attention {
 }
 
 impl Attention {
-    fn new(cfg: &Config, vb: VarBuilder) -> Result<Self> {
+    fn new(cfg: &Config, vb: VarBuilder, format: WeightFormat) -> Result<Self> {
         let (d, hd, h, kv) = (
             cfg.hidden_size,
             cfg.head_dim(),
@@ -150,10 +152,10 @@ impl Attention {
             false => None,
         };
         Ok(Self {
-            q_proj: Linear::new(d, h * hd, bias, vb.pp("q_proj"))?,
-            k_proj: Linear::new(d, kv * hd, bias, vb.pp("k_proj"))?,
-            v_proj: Linear::new(d, kv * hd, bias, vb.pp("v_proj"))?,
-            o_proj: Linear::new(h * hd, d, false, vb.pp("o_proj"))?,
+            q_proj: Linear::new(d, h * hd, bias, vb.pp("q_proj"), format)?,
+            k_proj: Linear::new(d, kv * hd, bias, vb.pp("k_proj"), format)?,
+            v_proj: Linear::new(d, kv * hd, bias, vb.pp("v_proj"), format)?,
+            o_proj: Linear::new(h * hd, d, false, vb.pp("o_proj"), format)?,
             qk_norm,
             heads: h,
             kv_heads: kv,
@@ -161,13 +163,7 @@ impl Attention {
         })
     }
 
-    fn forward(
-        &self,
-        x: &Tensor,
-        rope: &RotaryEmbedding,
-        cos: &Tensor,
-        sin: &Tensor,
-    ) -> Result<Tensor> {
+    fn forward(&self, x: &Tensor, input: &LayerInput, cache: &mut LayerCache) -> Result<Tensor> {
         let (b, t, _) = x.dims3()?;
         let split = |proj: &Linear, heads: usize, norm: Option<&RmsNorm>| -> Result<Tensor> {
             let y = proj.forward(x)?.reshape((b, t, heads, self.head_dim))?;
@@ -181,10 +177,19 @@ impl Attention {
             Some((q, k)) => (Some(q), Some(k)),
             None => (None, None),
         };
-        let q = rope.apply(&split(&self.q_proj, self.heads, qn)?, cos, sin)?;
-        let k = rope.apply(&split(&self.k_proj, self.kv_heads, kn)?, cos, sin)?;
-        let v = split(&self.v_proj, self.kv_heads, None)?;
-        let y = attention(&q, &k, &v, None)?;
+        let q = input.rope.apply(
+            &split(&self.q_proj, self.heads, qn)?,
+            &input.cos,
+            &input.sin,
+        )?;
+        let k = input.rope.apply(
+            &split(&self.k_proj, self.kv_heads, kn)?,
+            &input.cos,
+            &input.sin,
+        )?;
+        let v = split(&self.v_proj, self.kv_heads, None)?.contiguous()?;
+        let (k, v) = cache.keys(k, v, input.cache)?;
+        let y = attention(&q, &k, &v, input.bias)?;
         y.transpose(1, 2)?
             .reshape((b, t, self.heads * self.head_dim))?
             .apply(&self.o_proj)
@@ -202,35 +207,29 @@ struct Layer {
 }
 
 impl Layer {
-    fn new(cfg: &Config, vb: VarBuilder) -> Result<Self> {
+    fn new(cfg: &Config, vb: VarBuilder, format: WeightFormat) -> Result<Self> {
         let (d, m) = (cfg.hidden_size, cfg.intermediate_size);
         let mlp = vb.pp("mlp");
         Ok(Self {
             input_layernorm: RmsNorm::new(d, cfg.rms_norm_eps, vb.pp("input_layernorm"))?,
-            self_attn: Attention::new(cfg, vb.pp("self_attn"))?,
+            self_attn: Attention::new(cfg, vb.pp("self_attn"), format)?,
             post_attention_layernorm: RmsNorm::new(
                 d,
                 cfg.rms_norm_eps,
                 vb.pp("post_attention_layernorm"),
             )?,
-            gate_proj: Linear::new(d, m, false, mlp.pp("gate_proj"))?,
-            up_proj: Linear::new(d, m, false, mlp.pp("up_proj"))?,
-            down_proj: Linear::new(m, d, false, mlp.pp("down_proj"))?,
+            gate_proj: Linear::new(d, m, false, mlp.pp("gate_proj"), format)?,
+            up_proj: Linear::new(d, m, false, mlp.pp("up_proj"), format)?,
+            down_proj: Linear::new(m, d, false, mlp.pp("down_proj"), format)?,
         })
     }
 
-    fn forward(
-        &self,
-        x: &Tensor,
-        rope: &RotaryEmbedding,
-        cos: &Tensor,
-        sin: &Tensor,
-    ) -> Result<Tensor> {
+    fn forward(&self, x: &Tensor, input: &LayerInput, cache: &mut LayerCache) -> Result<Tensor> {
         let residual = x;
         let x = (residual
             + self
                 .self_attn
-                .forward(&x.apply(&self.input_layernorm)?, rope, cos, sin)?)?;
+                .forward(&x.apply(&self.input_layernorm)?, input, cache)?)?;
         let h = x.apply(&self.post_attention_layernorm)?;
         let gate = h.apply(&self.gate_proj)?.silu()?;
         let up = h.apply(&self.up_proj)?;
@@ -241,7 +240,7 @@ impl Layer {
 /// The network: ids in, final-norm hidden states or logits out.
 #[derive(Debug, Clone)]
 pub struct Model {
-    embed_tokens: Embedding,
+    embed_tokens: TokenEmbedding,
     layers: Vec<Layer>,
     norm: RmsNorm,
     lm_head: Linear,
@@ -249,15 +248,26 @@ pub struct Model {
 }
 
 impl Model {
-    pub fn new(cfg: &Config, vb: VarBuilder) -> Result<Self> {
+    pub fn new(cfg: &Config, vb: VarBuilder, format: WeightFormat) -> Result<Self> {
         let body = vb.pp("model");
-        let embed_tokens = embedding(cfg.vocab_size, cfg.hidden_size, body.pp("embed_tokens"))?;
+        let embed_tokens = TokenEmbedding::new(
+            cfg.vocab_size,
+            cfg.hidden_size,
+            body.pp("embed_tokens"),
+            format,
+        )?;
         let layers = (0..cfg.num_hidden_layers)
-            .map(|i| Layer::new(cfg, body.pp("layers").pp(i)))
+            .map(|i| Layer::new(cfg, body.pp("layers").pp(i), format))
             .collect::<Result<Vec<_>>>()?;
         let lm_head = match cfg.tie_word_embeddings && !vb.contains_tensor("lm_head.weight") {
-            true => Linear::from_weight(embed_tokens.embeddings(), None)?,
-            false => Linear::new(cfg.hidden_size, cfg.vocab_size, false, vb.pp("lm_head"))?,
+            true => embed_tokens.as_head(format)?,
+            false => Linear::new(
+                cfg.hidden_size,
+                cfg.vocab_size,
+                false,
+                vb.pp("lm_head"),
+                format,
+            )?,
         };
         Ok(Self {
             embed_tokens,
@@ -268,14 +278,23 @@ impl Model {
         })
     }
 
-    /// Final-norm hidden states `[batch, seq, hidden]` for `ids` `[batch, seq]` at positions
-    /// `0..seq`.
-    pub fn hidden(&self, ids: &Tensor) -> Result<Tensor> {
-        let (_, t) = ids.dims2()?;
-        let (cos, sin) = self.rope.tables(0..t, ids.device())?;
-        let mut x = self.embed_tokens.forward(ids)?;
-        for layer in &self.layers {
-            x = layer.forward(&x, &self.rope, &cos, &sin)?;
+    pub fn layers(&self) -> usize {
+        self.layers.len()
+    }
+
+    /// Final-norm hidden states `[batch, n, hidden]` of a pass.
+    pub fn hidden(&self, pass: &Pass, cache: &mut [LayerCache]) -> Result<Tensor> {
+        let (cos, sin) = self.rope.tables(pass.positions, pass.ids.device())?;
+        let input = LayerInput {
+            rope: &self.rope,
+            cos,
+            sin,
+            bias: pass.bias,
+            cache: pass.cache,
+        };
+        let mut x = self.embed_tokens.forward(pass.ids)?;
+        for (layer, layer_cache) in self.layers.iter().zip(cache.iter_mut()) {
+            x = layer.forward(&x, &input, layer_cache)?;
         }
         x.apply(&self.norm)
     }
@@ -310,8 +329,14 @@ mod tests {
             "hidden_size": 8, "intermediate_size": 12, "num_hidden_layers": 2, "head_dim": 4,
             "num_attention_heads": 4, "num_key_value_heads": 1, "vocab_size": 11, "tie_word_embeddings": true
         }))?;
-        let model = Model::new(&cfg, VarBuilder::zeros(DType::F32, &Device::Cpu))?;
-        let h = model.hidden(&Tensor::new(&[[1u32, 2, 3]], &Device::Cpu)?)?;
+        let model = Model::new(
+            &cfg,
+            VarBuilder::zeros(DType::F32, &Device::Cpu),
+            WeightFormat::Dense,
+        )?;
+        let ids = Tensor::new(&[[1u32, 2, 3]], &Device::Cpu)?;
+        let mut cache = vec![LayerCache::default(); model.layers()];
+        let h = model.hidden(&Pass::full(&ids, &[0, 1, 2]), &mut cache)?;
         assert_eq!(h.dims(), &[1, 3, 8]);
         assert_eq!(model.logits(&h)?.dims(), &[1, 3, 11]);
         Ok(())

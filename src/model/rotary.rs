@@ -5,8 +5,6 @@
 //! `inv_freq = 1 / theta^(arange(0, d, 2) / d)` and the angle tables are computed in f32, as
 //! both references do. Where the rotation runs is the architecture's choice ([`RopeMath`]).
 
-use std::ops::Range;
-
 use candle_core::{DType, Device, Result, Tensor};
 
 /// Where the rotation is computed.
@@ -35,11 +33,11 @@ impl RotaryEmbedding {
     }
 
     /// cos and sin tables (`[positions, head_dim / 2]`, f32) for absolute positions `positions`.
-    pub fn tables(&self, positions: Range<usize>, device: &Device) -> Result<(Tensor, Tensor)> {
+    pub fn tables(&self, positions: &[u32], device: &Device) -> Result<(Tensor, Tensor)> {
         let half = self.inv_freq.len();
         let n = positions.len();
         let (mut cos, mut sin) = (Vec::with_capacity(n * half), Vec::with_capacity(n * half));
-        for p in positions {
+        for &p in positions {
             for &f in &self.inv_freq {
                 let angle = p as f32 * f;
                 cos.push(angle.cos());
@@ -77,7 +75,7 @@ mod tests {
     #[test]
     fn rotates_halves_by_position_angle() -> anyhow::Result<()> {
         let rope = RotaryEmbedding::new(4, 10000.0, RopeMath::F32);
-        let (cos, sin) = rope.tables(0..2, &Device::Cpu)?;
+        let (cos, sin) = rope.tables(&[0, 1], &Device::Cpu)?;
         // x = [1, 2, 3, 4] at positions 0 and 1; inv_freq = [1, 0.01]
         let x = Tensor::new(&[1f32, 2.0, 3.0, 4.0, 1.0, 2.0, 3.0, 4.0], &Device::Cpu)?
             .reshape((1, 1, 2, 4))?;

@@ -181,10 +181,12 @@ fn plain_lines(text: &str, style: Style, width: u16) -> Vec<Line<'static>> {
     lines
 }
 
-/// `step 12/128 · block 1/4 · NFE 12 · 37/128 · 4.1 tok/s · 9.0 s`
+/// `step 12/128 · block 1/4 · NFE 12 · 37/128 · TPF 3.1 · 4.1 tok/s · 9.0 s` (TPF: canvas
+/// tokens revealed per forward pass).
 pub fn progress(frame: &Frame) -> String {
+    let tpf = frame.revealed() as f64 / frame.nfe.max(1) as f64;
     format!(
-        "step {}/{} · block {}/{} · NFE {} · {}/{} · {:.1} tok/s · {:.1} s",
+        "step {}/{} · block {}/{} · NFE {} · {}/{} · TPF {tpf:.1} · {:.1} tok/s · {:.1} s",
         frame.step,
         frame.total,
         (frame.block + 1).min(frame.blocks.max(1)),
