@@ -15,7 +15,7 @@
 //! References: <https://huggingface.co/GSAI-ML/LLaDA-8B-Instruct>,
 //! <https://github.com/ML-GSAI/LLaDA>, <https://github.com/NVlabs/Fast-dLLM>.
 
-use candle_core::{Module, Result, Tensor};
+use candle_core::{Result, Tensor};
 use candle_nn::VarBuilder;
 use serde::Deserialize;
 
@@ -175,9 +175,8 @@ impl Config {
 
 #[derive(Debug, Clone)]
 struct Attention {
-    q_proj: Linear,
-    k_proj: Linear,
-    v_proj: Linear,
+    /// `q_proj`, `k_proj` and `v_proj` stacked into one product.
+    qkv: Linear,
     attn_out: Linear,
     heads: usize,
     kv_heads: usize,
@@ -188,10 +187,13 @@ impl Attention {
     fn new(cfg: &Config, vb: &VarBuilder, format: WeightFormat) -> Result<Self> {
         let (d, hd) = (cfg.d_model, cfg.head_dim());
         let kv = cfg.kv_heads() * hd;
+        let parts = [
+            (cfg.n_heads * hd, vb.pp("q_proj")),
+            (kv, vb.pp("k_proj")),
+            (kv, vb.pp("v_proj")),
+        ];
         Ok(Self {
-            q_proj: Linear::new(d, cfg.n_heads * hd, false, vb.pp("q_proj"), format)?,
-            k_proj: Linear::new(d, kv, false, vb.pp("k_proj"), format)?,
-            v_proj: Linear::new(d, kv, false, vb.pp("v_proj"), format)?,
+            qkv: Linear::stacked(d, &parts, false, format)?,
             attn_out: Linear::new(cfg.n_heads * hd, d, false, vb.pp("attn_out"), format)?,
             heads: cfg.n_heads,
             kv_heads: cfg.kv_heads(),
@@ -201,22 +203,20 @@ impl Attention {
 
     fn forward(&self, x: &Tensor, input: &LayerInput, cache: &mut LayerCache) -> Result<Tensor> {
         let (b, t, _) = x.dims3()?;
-        let split = |proj: &Linear, heads: usize| -> Result<Tensor> {
-            proj.forward(x)?
-                .reshape((b, t, heads, self.head_dim))?
-                .transpose(1, 2)
-        };
+        let (hd, heads, kv) = (self.head_dim, self.heads, self.kv_heads);
+        let qkv = Linear::split(&x.apply(&self.qkv)?, &[heads * hd, kv * hd, kv * hd])?;
+        let split = |y: &Tensor, heads: usize| y.reshape((b, t, heads, hd))?.transpose(1, 2);
         let q = input
             .rope
-            .apply(&split(&self.q_proj, self.heads)?, &input.cos, &input.sin)?;
+            .apply(&split(&qkv[0], heads)?, &input.cos, &input.sin)?;
         let k = input
             .rope
-            .apply(&split(&self.k_proj, self.kv_heads)?, &input.cos, &input.sin)?;
-        let v = split(&self.v_proj, self.kv_heads)?.contiguous()?;
+            .apply(&split(&qkv[1], kv)?, &input.cos, &input.sin)?;
+        let v = split(&qkv[2], kv)?.contiguous()?;
         let (k, v) = cache.keys(k, v, input.cache)?;
         let y = attention(&q, &k, &v, input.bias)?;
         y.transpose(1, 2)?
-            .reshape((b, t, self.heads * self.head_dim))?
+            .reshape((b, t, heads * hd))?
             .apply(&self.attn_out)
     }
 }
@@ -226,9 +226,10 @@ struct Block {
     attn_norm: RmsNorm,
     attn: Attention,
     ff_norm: RmsNorm,
-    ff_proj: Linear,
-    up_proj: Linear,
+    /// `ff_proj` (the gate) and `up_proj` stacked into one product.
+    gate_up: Linear,
     ff_out: Linear,
+    hidden: usize,
 }
 
 impl Block {
@@ -238,9 +239,14 @@ impl Block {
             attn_norm: RmsNorm::new(d, cfg.rms_norm_eps, vb.pp("attn_norm"))?,
             attn: Attention::new(cfg, &vb, format)?,
             ff_norm: RmsNorm::new(d, cfg.rms_norm_eps, vb.pp("ff_norm"))?,
-            ff_proj: Linear::new(d, h, false, vb.pp("ff_proj"), format)?,
-            up_proj: Linear::new(d, h, false, vb.pp("up_proj"), format)?,
+            gate_up: Linear::stacked(
+                d,
+                &[(h, vb.pp("ff_proj")), (h, vb.pp("up_proj"))],
+                false,
+                format,
+            )?,
             ff_out: Linear::new(h, d, false, vb.pp("ff_out"), format)?,
+            hidden: h,
         })
     }
 
@@ -250,10 +256,11 @@ impl Block {
             + self
                 .attn
                 .forward(&x.apply(&self.attn_norm)?, input, cache)?)?;
-        let h = x.apply(&self.ff_norm)?;
-        let gate = h.apply(&self.ff_proj)?.silu()?;
-        let up = h.apply(&self.up_proj)?;
-        x + (gate * up)?.apply(&self.ff_out)?
+        let gate_up = Linear::split(
+            &x.apply(&self.ff_norm)?.apply(&self.gate_up)?,
+            &[self.hidden, self.hidden],
+        )?;
+        x + (gate_up[0].silu()? * &gate_up[1])?.apply(&self.ff_out)?
     }
 }
 

@@ -124,9 +124,8 @@ impl Config {
 
 #[derive(Debug, Clone)]
 struct Attention {
-    q_proj: Linear,
-    k_proj: Linear,
-    v_proj: Linear,
+    /// `q_proj`, `k_proj` and `v_proj` (with their biases, Qwen2) stacked into one product.
+    qkv: Linear,
     o_proj: Linear,
     /// Qwen3: RMSNorm over each head's q and k.
     qk_norm: Option<(RmsNorm, RmsNorm)>,
@@ -151,10 +150,13 @@ impl Attention {
             )),
             false => None,
         };
+        let parts = [
+            (h * hd, vb.pp("q_proj")),
+            (kv * hd, vb.pp("k_proj")),
+            (kv * hd, vb.pp("v_proj")),
+        ];
         Ok(Self {
-            q_proj: Linear::new(d, h * hd, bias, vb.pp("q_proj"), format)?,
-            k_proj: Linear::new(d, kv * hd, bias, vb.pp("k_proj"), format)?,
-            v_proj: Linear::new(d, kv * hd, bias, vb.pp("v_proj"), format)?,
+            qkv: Linear::stacked(d, &parts, bias, format)?,
             o_proj: Linear::new(h * hd, d, false, vb.pp("o_proj"), format)?,
             qk_norm,
             heads: h,
@@ -165,8 +167,10 @@ impl Attention {
 
     fn forward(&self, x: &Tensor, input: &LayerInput, cache: &mut LayerCache) -> Result<Tensor> {
         let (b, t, _) = x.dims3()?;
-        let split = |proj: &Linear, heads: usize, norm: Option<&RmsNorm>| -> Result<Tensor> {
-            let y = proj.forward(x)?.reshape((b, t, heads, self.head_dim))?;
+        let (hd, heads, kv) = (self.head_dim, self.heads, self.kv_heads);
+        let qkv = Linear::split(&x.apply(&self.qkv)?, &[heads * hd, kv * hd, kv * hd])?;
+        let split = |y: &Tensor, heads: usize, norm: Option<&RmsNorm>| -> Result<Tensor> {
+            let y = y.reshape((b, t, heads, hd))?;
             let y = match norm {
                 Some(n) => n.forward(&y)?,
                 None => y,
@@ -177,21 +181,17 @@ impl Attention {
             Some((q, k)) => (Some(q), Some(k)),
             None => (None, None),
         };
-        let q = input.rope.apply(
-            &split(&self.q_proj, self.heads, qn)?,
-            &input.cos,
-            &input.sin,
-        )?;
-        let k = input.rope.apply(
-            &split(&self.k_proj, self.kv_heads, kn)?,
-            &input.cos,
-            &input.sin,
-        )?;
-        let v = split(&self.v_proj, self.kv_heads, None)?.contiguous()?;
+        let q = input
+            .rope
+            .apply(&split(&qkv[0], heads, qn)?, &input.cos, &input.sin)?;
+        let k = input
+            .rope
+            .apply(&split(&qkv[1], kv, kn)?, &input.cos, &input.sin)?;
+        let v = split(&qkv[2], kv, None)?.contiguous()?;
         let (k, v) = cache.keys(k, v, input.cache)?;
         let y = attention(&q, &k, &v, input.bias)?;
         y.transpose(1, 2)?
-            .reshape((b, t, self.heads * self.head_dim))?
+            .reshape((b, t, heads * hd))?
             .apply(&self.o_proj)
     }
 }
@@ -201,9 +201,10 @@ struct Layer {
     input_layernorm: RmsNorm,
     self_attn: Attention,
     post_attention_layernorm: RmsNorm,
-    gate_proj: Linear,
-    up_proj: Linear,
+    /// `gate_proj` and `up_proj` stacked into one product.
+    gate_up: Linear,
     down_proj: Linear,
+    intermediate: usize,
 }
 
 impl Layer {
@@ -218,9 +219,14 @@ impl Layer {
                 cfg.rms_norm_eps,
                 vb.pp("post_attention_layernorm"),
             )?,
-            gate_proj: Linear::new(d, m, false, mlp.pp("gate_proj"), format)?,
-            up_proj: Linear::new(d, m, false, mlp.pp("up_proj"), format)?,
+            gate_up: Linear::stacked(
+                d,
+                &[(m, mlp.pp("gate_proj")), (m, mlp.pp("up_proj"))],
+                false,
+                format,
+            )?,
             down_proj: Linear::new(m, d, false, mlp.pp("down_proj"), format)?,
+            intermediate: m,
         })
     }
 
@@ -230,10 +236,11 @@ impl Layer {
             + self
                 .self_attn
                 .forward(&x.apply(&self.input_layernorm)?, input, cache)?)?;
-        let h = x.apply(&self.post_attention_layernorm)?;
-        let gate = h.apply(&self.gate_proj)?.silu()?;
-        let up = h.apply(&self.up_proj)?;
-        x + (gate * up)?.apply(&self.down_proj)?
+        let h = x
+            .apply(&self.post_attention_layernorm)?
+            .apply(&self.gate_up)?;
+        let gate_up = Linear::split(&h, &[self.intermediate, self.intermediate])?;
+        x + (gate_up[0].silu()? * &gate_up[1])?.apply(&self.down_proj)?
     }
 }
 
