@@ -76,7 +76,7 @@ pub struct ModelArgs {
     #[arg(long, default_value = "auto", value_name = "DEVICE")]
     pub device: String,
 
-    /// Weights and activations: f32 (CPU default), bf16 (GPU default) or f16.
+    /// f32, bf16 or f16. Default: bf16 on a GPU, and on a CPU with AVX512-BF16 for registry models; else f32 (local folders: the reference's numbers).
     #[arg(long, value_name = "DTYPE")]
     pub dtype: Option<String>,
 

@@ -22,7 +22,9 @@
 //! Bidirectional models can reuse keys and values across steps with Fast-dLLM's approximate
 //! caches (`CacheMode`, reference-spec 3.2): a full pass at each block start stores every
 //! position; later steps run the block and the rest of the canvas (`prefix`) or the block alone
-//! (`dual`) against it.
+//! (`dual`) against it. Dream with a cache follows Fast-dLLM's own Dream sampler (reference-spec
+//! 3.3, `dream_cached`): the block-start pass also decodes the block's first position, and each
+//! block runs on its own timesteps.
 //!
 //! The engine knows nothing of terminals or threads: it reports each step through a callback
 //! whose return value can stop it, like llama.cpp's `diffusion_step_callback_t`.
@@ -78,6 +80,26 @@ pub enum Schedule {
     Blocks { block_length: usize },
     /// Dream's timestep schedule over the whole canvas.
     Timesteps { eps: f64 },
+    /// Fast-dLLM's Dream with a cache: blocks, each on its own timestep schedule.
+    BlockTimesteps { block_length: usize, eps: f64 },
+}
+
+impl Schedule {
+    pub fn block_length(&self) -> Option<usize> {
+        match *self {
+            Schedule::Blocks { block_length } | Schedule::BlockTimesteps { block_length, .. } => {
+                Some(block_length)
+            }
+            Schedule::Timesteps { .. } => None,
+        }
+    }
+
+    pub fn eps(&self) -> Option<f64> {
+        match *self {
+            Schedule::Timesteps { eps } | Schedule::BlockTimesteps { eps, .. } => Some(eps),
+            Schedule::Blocks { .. } => None,
+        }
+    }
 }
 
 /// Key/value reuse across steps (`--cache`).
@@ -137,12 +159,12 @@ pub struct Params {
 impl Params {
     /// The blocks of the canvas, in canvas positions (the last may be shorter).
     pub fn blocks(&self) -> Vec<Range<usize>> {
-        match self.schedule {
-            Schedule::Blocks { block_length } => (0..self.gen_length.div_ceil(block_length))
+        match self.schedule.block_length() {
+            Some(block_length) => (0..self.gen_length.div_ceil(block_length))
                 .map(|b| b * block_length..((b + 1) * block_length).min(self.gen_length))
                 .collect(),
             // One block: the whole canvas.
-            Schedule::Timesteps { .. } => std::iter::once(0..self.gen_length).collect(),
+            None => std::iter::once(0..self.gen_length).collect(),
         }
     }
 }
@@ -484,9 +506,10 @@ pub fn generate(
         on_step,
     };
     model.clear_cache();
-    let result = match params.family {
-        Family::Bd3lm => block_diffusion(model, &mut run),
-        Family::Llada | Family::Dream => bidirectional(model, &mut run),
+    let result = match (params.family, params.schedule) {
+        (Family::Bd3lm, _) => block_diffusion(model, &mut run),
+        (_, Schedule::BlockTimesteps { .. }) => dream_cached(model, &mut run),
+        _ => bidirectional(model, &mut run),
     };
     model.clear_cache();
     let (end, stop) = result?;
@@ -522,6 +545,7 @@ fn bidirectional<F: FnMut(&Step) -> ControlFlow<()>>(
         Schedule::Timesteps { eps } => {
             Plan::Timesteps(linspace_f32(1.0, eps as f32, params.steps + 1))
         }
+        Schedule::BlockTimesteps { .. } => bail!("Dream's cached sampler runs in its own driver"),
     };
     run.total = match (&plan, params.threshold) {
         (_, Some(_)) => params.gen_length,
@@ -598,6 +622,100 @@ fn bidirectional<F: FnMut(&Step) -> ControlFlow<()>>(
                 }
             }
             .with_context(|| format!("model forward pass at step {}", run.steps))?;
+            run.nfe += 1;
+            if let ControlFlow::Break(stop) = run.reveal(&logits, &masked, transfer, block)? {
+                return Ok((params.gen_length, Some(stop)));
+            }
+        }
+    }
+    Ok((params.gen_length, None))
+}
+
+/// Dream with Fast-dLLM's caches (Fast-dLLM `dream/model/generation_utils_block.py`,
+/// reference-spec 3.3). Blocks left to right; at each block start one full pass stores every
+/// position's keys and values and decodes the block's first position from it unconditionally
+/// (row `start - 1`, the logit shift). Then each step runs, against the cache, the block and the
+/// masked suffix after it (`prefix`: the cache is cut back to the prompt and earlier blocks) or
+/// the block alone, its entries overwritten in place among the stale suffix (`dual`), and
+/// reveals by the threshold rule or by Dream's count `int(N (1 - s/t))` on the block's own
+/// timesteps `linspace(1, eps, steps_per_block + 1)` from the second entry on (the block-start
+/// decode stands for the first), everything left at its last step, most negative entropy first.
+fn dream_cached<F: FnMut(&Step) -> ControlFlow<()>>(
+    model: &mut impl Denoiser,
+    run: &mut Run<'_, F>,
+) -> Result<(usize, Option<Stop>)> {
+    let params = run.params;
+    let Schedule::BlockTimesteps { eps, .. } = params.schedule else {
+        bail!("Dream's cached sampler needs blocks");
+    };
+    let device = model.device().clone();
+    let p = run.prompt_len;
+    let len = p + params.gen_length;
+    let blocks = run.blocks.clone();
+    let steps_per_block = params.steps / blocks.len();
+    let plan = Plan::Timesteps(linspace_f32(1.0, eps as f32, steps_per_block + 1));
+    run.total = match params.threshold {
+        Some(_) => params.gen_length,
+        None => params.steps,
+    };
+    // Logit row `pos - 1` predicts `pos`, within a pass whose first token is `offset`.
+    let rows = |masked: &[u32], offset: usize| -> Vec<u32> {
+        masked
+            .iter()
+            .map(|&pos| (pos as usize).saturating_sub(1).max(offset) as u32 - offset as u32)
+            .collect()
+    };
+    for (block, span) in blocks.iter().enumerate() {
+        let (start, end) = (p + span.start, p + span.end);
+        let all = positions(0..len);
+        let pass = Pass {
+            ids: &ids(&run.seq, &device)?,
+            positions: &all,
+            bias: None,
+            cache: CacheOp::Store,
+        };
+        let first = [start as u32];
+        let logits = model
+            .forward(&pass, &rows(&first, 0))
+            .with_context(|| format!("model forward pass at step {}", run.steps))?
+            .i(0)?;
+        run.nfe += 1;
+        if params.cache == CacheMode::Prefix {
+            model.truncate_cache(start);
+        }
+        if let ControlFlow::Break(stop) = run.reveal(&logits, &first, Transfer::Count(1), block)? {
+            return Ok((params.gen_length, Some(stop)));
+        }
+        let mut i = 1;
+        loop {
+            let masked = run.masked(span);
+            if masked.is_empty() {
+                break;
+            }
+            let transfer = match params.threshold {
+                Some(t) => Transfer::Threshold(t),
+                None if i >= steps_per_block => break,
+                None => plan.transfer(i, masked.len(), false),
+            };
+            i += 1;
+            // Fast-dLLM runs the pass and reveals nothing; skipping it changes no token.
+            if transfer == Transfer::Count(0) {
+                continue;
+            }
+            let (window, op) = match params.cache {
+                CacheMode::Dual => (start..end, CacheOp::Overwrite { at: start }),
+                _ => (start..len, CacheOp::Read),
+            };
+            let pass = Pass {
+                ids: &ids(&run.seq[window.clone()], &device)?,
+                positions: &positions(window),
+                bias: None,
+                cache: op,
+            };
+            let logits = model
+                .forward(&pass, &rows(&masked, start))
+                .with_context(|| format!("model forward pass at step {}", run.steps))?
+                .i(0)?;
             run.nfe += 1;
             if let ControlFlow::Break(stop) = run.reveal(&logits, &masked, transfer, block)? {
                 return Ok((params.gen_length, Some(stop)));

@@ -17,13 +17,18 @@ use crate::model::Pass;
 use crate::session::{Checkpoint, LoadOptions, Session};
 use crate::settings::Defaults;
 
-/// Fixture folders (those holding a `cases.json`) of one family.
+/// Fixture folders of one family, with their `cases.json`.
 fn fixtures(family: &str) -> Result<Vec<(PathBuf, Value)>> {
+    fixture_files(family, "cases.json")
+}
+
+/// Fixture folders of one family holding the cases file `name`, with it.
+fn fixture_files(family: &str, name: &str) -> Result<Vec<(PathBuf, Value)>> {
     let root = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures");
     let mut found = Vec::new();
     for entry in std::fs::read_dir(&root).with_context(|| format!("reading {}", root.display()))? {
         let dir = entry?.path();
-        let cases = dir.join("cases.json");
+        let cases = dir.join(name);
         if !cases.is_file() {
             continue;
         }
@@ -67,18 +72,20 @@ fn case_flags(case: &Value) -> Result<Defaults> {
     let settings = &case["settings"];
     let usize_of = |k: &str| settings[k].as_u64().map(|v| v as usize);
     let strategy = match settings["remasking"].as_str().or(settings["alg"].as_str()) {
-        Some("low_confidence") | Some("maskgit_plus") => Strategy::Confidence,
+        // Fast-dLLM's Dream threshold rule compares token probabilities.
+        Some("low_confidence" | "maskgit_plus" | "confidence_threshold") => Strategy::Confidence,
         Some("random") => Strategy::Random,
         Some("topk_margin") => Strategy::Margin,
         Some("entropy") => Strategy::Entropy,
         Some("origin") => Strategy::Origin,
         other => bail!("unknown remasking/alg {other:?}"),
     };
-    let cache = match case["sampler"].as_str() {
-        Some("fastdllm.generate_with_prefix_cache") => Some(CacheMode::Prefix),
-        Some("fastdllm.generate_with_dual_cache") => Some(CacheMode::Dual),
-        Some("fastdllm.generate") => Some(CacheMode::None),
-        _ => None,
+    let sampler = case["sampler"].as_str().unwrap_or_default();
+    let cache = match sampler.rsplit('.').next() {
+        _ if !sampler.starts_with("fastdllm.") => None,
+        Some("generate_with_prefix_cache") => Some(CacheMode::Prefix),
+        Some("generate_with_dual_cache") => Some(CacheMode::Dual),
+        _ => Some(CacheMode::None),
     };
     Ok(Defaults {
         gen_length: usize_of("gen_length").or_else(|| usize_of("max_new_tokens")),
@@ -281,8 +288,19 @@ fn single_prompt_cases(
     sampler: &str,
     flags: impl Fn(Defaults) -> Defaults,
 ) -> Result<usize> {
+    cases_in("cases.json", family, sampler, flags)
+}
+
+/// The cases of `sampler` in the cases file `name` of the `family` fixtures, each run and
+/// compared token for token, with its forward passes and its text.
+fn cases_in(
+    name: &str,
+    family: &str,
+    sampler: &str,
+    flags: impl Fn(Defaults) -> Defaults,
+) -> Result<usize> {
     let mut ran = 0;
-    for (dir, cases) in fixtures(family)? {
+    for (dir, cases) in fixture_files(family, name)? {
         let mut session = open(&dir)?;
         let matching = cases["cases"].as_array().context("cases")?.iter();
         for case in matching.filter(|c| {
@@ -310,11 +328,11 @@ fn single_prompt_cases(
                 Some(steps) => assert_eq!(g.steps as u64, steps, "{id}: denoising steps"),
                 None => {
                     let reference = case["nfe"].as_u64().context("nfe")? as usize;
-                    assert_eq!(
-                        g.nfe,
-                        reference - idle_steps(&case["trace"]),
-                        "{id}: forward passes"
-                    );
+                    let idle = match case["nfe_idle"].as_u64() {
+                        Some(n) => n as usize,
+                        None => idle_steps(&case["trace"]),
+                    };
+                    assert_eq!(g.nfe, reference - idle, "{id}: forward passes");
                 }
             }
             let want_text = case["text_skip_special"].as_str().unwrap_or_default();
@@ -358,6 +376,14 @@ fn llada_generate_cases_are_token_exact() -> Result<()> {
 fn fast_dllm_threshold_and_cache_cases_are_token_exact() -> Result<()> {
     let ran = single_prompt_cases("llada", "fastdllm.", |f| f)?;
     assert!(ran >= 4, "only {ran} Fast-dLLM cases ran");
+    Ok(())
+}
+
+/// `fastdllm-cases.json`: goldens of Fast-dLLM's own Dream code (its provenance is in the file).
+#[test]
+fn fast_dllm_dream_cache_cases_are_token_exact() -> Result<()> {
+    let ran = cases_in("fastdllm-cases.json", "dream", "fastdllm.dream.", |f| f)?;
+    assert!(ran >= 16, "only {ran} Fast-dLLM Dream cases ran");
     Ok(())
 }
 

@@ -2,7 +2,7 @@
 
 use serde::Serialize;
 
-use crate::diffusion::{Generation, Params, Schedule, Strategy};
+use crate::diffusion::{CacheMode, Generation, Params, Strategy};
 
 #[derive(Debug, Serialize)]
 pub struct Report {
@@ -54,16 +54,18 @@ pub struct Settings {
     pub cfg_scale: f64,
     pub suppress_eos: bool,
     pub eos_last: bool,
+    /// Fast-dLLM's parallel-decoding threshold, if any.
+    pub threshold: Option<f64>,
+    pub cache: CacheMode,
+    /// Block diffusion's steps per block, when set.
+    pub steps_per_block: Option<usize>,
     pub early_stop: bool,
     pub seed: u64,
 }
 
 impl From<&Params> for Settings {
     fn from(p: &Params) -> Self {
-        let (block_length, eps) = match p.schedule {
-            Schedule::Blocks { block_length } => (Some(block_length), None),
-            Schedule::Timesteps { eps } => (None, Some(eps)),
-        };
+        let (block_length, eps) = (p.schedule.block_length(), p.schedule.eps());
         Settings {
             gen_length: p.gen_length,
             block_length,
@@ -77,6 +79,9 @@ impl From<&Params> for Settings {
             cfg_scale: p.cfg_scale,
             suppress_eos: p.suppress_eos,
             eos_last: p.eos_last,
+            threshold: p.threshold,
+            cache: p.cache,
+            steps_per_block: p.steps_per_block,
             early_stop: p.early_stop,
             seed: p.seed,
         }

@@ -82,6 +82,9 @@ pub struct Checkpoint {
     config: Config,
     /// The model card's sampler defaults over the architecture's.
     pub defaults: Defaults,
+    /// A registry model: it gets the fast defaults (bf16 on a CPU that has the kernel); a
+    /// local folder gets the reference's f32.
+    registry: bool,
 }
 
 impl Checkpoint {
@@ -113,6 +116,7 @@ impl Checkpoint {
             arch,
             config_json,
             config,
+            registry: source.spec().is_some(),
         })
     }
 
@@ -144,6 +148,7 @@ impl Session {
             config_json,
             config,
             defaults,
+            registry,
         } = checkpoint;
         let arch_spec = Registry::builtin()?.arch(arch)?;
         let generation_config = read_optional_json(files.generation_config.as_deref())?;
@@ -185,7 +190,7 @@ impl Session {
 
         let device = pick_device(&opts.device)?;
         let weights = Weights::open(&files.weights)?;
-        let dtype = choose_dtype(opts.dtype.as_deref(), &device, weights.elements())?;
+        let dtype = choose_dtype(opts.dtype.as_deref(), &device, registry, weights.elements())?;
         let precision = Precision::new(dtype, &device);
         let model = Model::new(
             &config,
@@ -275,8 +280,13 @@ impl Session {
 
 /// `--dtype` if given; else the device default, except that on the CPU a model whose f32 copy
 /// would not fit in memory loads in bf16 instead (an 8B model is 32 GB in f32).
-fn choose_dtype(flag: Option<&str>, device: &Device, elements: usize) -> Result<DType> {
-    let dtype = pick_dtype(flag, device)?;
+fn choose_dtype(
+    flag: Option<&str>,
+    device: &Device,
+    prefer_bf16: bool,
+    elements: usize,
+) -> Result<DType> {
+    let dtype = pick_dtype(flag, device, prefer_bf16)?;
     if flag.is_some() || dtype != DType::F32 {
         return Ok(dtype);
     }

@@ -81,11 +81,23 @@ pub fn resolve(
     if gen_length == 0 {
         bail!("--gen-length must be at least 1");
     }
+    let cache = merged.cache.unwrap_or(match family {
+        // The exact cache is the point of block diffusion.
+        Family::Bd3lm => CacheMode::Prefix,
+        Family::Llada | Family::Dream => CacheMode::None,
+    });
+    // Fast-dLLM's Dream caches work block by block (its default block: 32).
+    let dream_cached = family == Family::Dream && cache != CacheMode::None;
     let block_length = match (merged.block_length, family) {
         (Some(b), _) => Some(b),
         (None, Family::Llada | Family::Bd3lm) => Some(FALLBACK_BLOCK_LENGTH),
+        (None, Family::Dream) if dream_cached => Some(FALLBACK_BLOCK_LENGTH),
         (None, Family::Dream) => None,
     };
+    let eps = merged.eps.unwrap_or(FALLBACK_EPS);
+    if !(eps > 0.0 && eps < 1.0) {
+        bail!("--eps must be between 0 and 1 (exclusive), got {eps}");
+    }
     let schedule = match block_length {
         Some(0) => bail!("--block-length must be at least 1"),
         Some(b) => {
@@ -101,18 +113,21 @@ pub fn resolve(
                      choose a gen-length that is a whole number of blocks"
                 );
             }
-            Schedule::Blocks { block_length: b }
-        }
-        None => {
-            let eps = merged.eps.unwrap_or(FALLBACK_EPS);
-            if !(eps > 0.0 && eps < 1.0) {
-                bail!("--eps must be between 0 and 1 (exclusive), got {eps}");
+            if dream_cached {
+                Schedule::BlockTimesteps {
+                    block_length: b,
+                    eps,
+                }
+            } else {
+                Schedule::Blocks { block_length: b }
             }
-            Schedule::Timesteps { eps }
         }
+        None => Schedule::Timesteps { eps },
     };
     let blocks = match schedule {
-        Schedule::Blocks { block_length } => gen_length.div_ceil(block_length),
+        Schedule::Blocks { block_length } | Schedule::BlockTimesteps { block_length, .. } => {
+            gen_length.div_ceil(block_length)
+        }
         Schedule::Timesteps { .. } => 1,
     };
     // Block diffusion spreads the steps itself (ceil per block); the others need a whole number.
@@ -148,10 +163,31 @@ pub fn resolve(
     if !cfg_scale.is_finite() || cfg_scale < 0.0 {
         bail!("--cfg-scale must be a number >= 0, got {cfg_scale}");
     }
-    let strategy = merged.strategy.unwrap_or(match family {
+    let threshold = merged.threshold;
+    if let Some(t) = threshold.filter(|t| !(*t > 0.0 && *t <= 1.0)) {
+        bail!("--threshold must be in (0, 1], got {t}");
+    }
+    let mut strategy = merged.strategy.unwrap_or(match family {
         Family::Llada | Family::Bd3lm => Strategy::Confidence,
         Family::Dream => Strategy::Entropy,
     });
+    // Dream's order is fixed by Fast-dLLM: a threshold compares token probabilities (its
+    // `confidence_threshold`), and the cached samplers otherwise order by entropy.
+    let forced = match (family, threshold, dream_cached) {
+        (Family::Dream, Some(_), _) => Some((Strategy::Confidence, "--threshold")),
+        (Family::Dream, None, true) => Some((Strategy::Entropy, "--cache")),
+        _ => None,
+    };
+    if let Some((only, why)) = forced {
+        if let Some(given) = flags.strategy.filter(|s| *s != only) {
+            bail!(
+                "--strategy {}: with {why}, a Dream model's order is {} (Fast-dLLM's rule); drop --strategy",
+                format!("{given:?}").to_lowercase(),
+                format!("{only:?}").to_lowercase()
+            );
+        }
+        strategy = only;
+    }
     let allowed: &[Strategy] = match family {
         Family::Llada | Family::Bd3lm => &[Strategy::Confidence, Strategy::Random],
         Family::Dream => &[
@@ -172,7 +208,7 @@ pub fn resolve(
             names.join(", ")
         );
     }
-    if strategy == Strategy::Origin && matches!(schedule, Schedule::Blocks { .. }) {
+    if strategy == Strategy::Origin && !matches!(schedule, Schedule::Timesteps { .. }) {
         bail!("--strategy origin follows Dream's timestep schedule; drop --block-length");
     }
     // Flags of another family's sampler are errors rather than silently ignored.
@@ -213,28 +249,19 @@ pub fn resolve(
     if !alg_temp.is_finite() || alg_temp < 0.0 {
         bail!("--alg-temp must be a number >= 0, got {alg_temp}");
     }
-    let threshold = merged.threshold;
-    if let Some(t) = threshold.filter(|t| !(*t > 0.0 && *t <= 1.0)) {
-        bail!("--threshold must be in (0, 1], got {t}");
-    }
     if merged.steps_per_block == Some(0) {
         bail!("--steps-per-block must be at least 1");
     }
-    let cache = merged.cache.unwrap_or(match family {
-        // The exact cache is the point of block diffusion.
-        Family::Bd3lm => CacheMode::Prefix,
-        Family::Llada | Family::Dream => CacheMode::None,
-    });
     if cache == CacheMode::Dual && family == Family::Bd3lm {
         bail!("--cache dual is Fast-dLLM's cache for bidirectional models; block diffusion caches exactly with prefix (or none)");
     }
-    if cache != CacheMode::None && family != Family::Bd3lm {
-        if arch.shift_logits {
-            bail!("--cache {}: Fast-dLLM's caches are built for LLaDA here; Dream's shifted variant is not (use --cache none)", format!("{cache:?}").to_lowercase());
-        }
-        if cfg_scale > 0.0 {
-            bail!("--cfg-scale needs --cache none");
-        }
+    if cache != CacheMode::None && family == Family::Llada && cfg_scale > 0.0 {
+        bail!("--cfg-scale needs --cache none");
+    }
+    // Fast-dLLM's Dream sampler decodes a block's first position at the block start and runs
+    // steps 1.. of the block's timesteps after it: one step per block would leave masks.
+    if dream_cached && threshold.is_none() && steps / blocks < 2 {
+        bail!("--steps {steps}: Dream with --cache needs at least 2 steps per block ({blocks} blocks), or --threshold");
     }
     if family == Family::Bd3lm && cfg_scale > 0.0 {
         bail!("--cfg-scale is not supported for block diffusion");
@@ -394,6 +421,68 @@ mod tests {
             resolve(&blocks, &Defaults::default(), &dream, 0)?.schedule,
             Schedule::Blocks { block_length: 32 }
         );
+        Ok(())
+    }
+
+    #[test]
+    fn dream_caches_follow_fast_dllm_blocks_and_order() -> Result<()> {
+        let dream = arch(Family::Dream);
+        let card = Defaults {
+            gen_length: Some(256),
+            steps: Some(256),
+            strategy: Some(Strategy::Entropy),
+            ..Default::default()
+        };
+        let cached = Defaults {
+            cache: Some(CacheMode::Dual),
+            ..Default::default()
+        };
+        let p = resolve(&cached, &card, &dream, 0)?;
+        assert_eq!(
+            (p.schedule, p.strategy, p.steps),
+            (
+                Schedule::BlockTimesteps {
+                    block_length: 32,
+                    eps: 1e-3
+                },
+                Strategy::Entropy,
+                256
+            )
+        );
+        // A threshold compares probabilities, cached or not.
+        for cache in [None, Some(CacheMode::Prefix)] {
+            let flags = Defaults {
+                threshold: Some(0.9),
+                cache,
+                ..Default::default()
+            };
+            assert_eq!(
+                resolve(&flags, &card, &dream, 0)?.strategy,
+                Strategy::Confidence
+            );
+        }
+        let bad = [
+            Defaults {
+                strategy: Some(Strategy::Margin),
+                ..cached.clone()
+            },
+            Defaults {
+                threshold: Some(0.9),
+                strategy: Some(Strategy::Entropy),
+                ..Default::default()
+            },
+            // One step per block would leave masks behind (Fast-dLLM's loop starts at step 1).
+            Defaults {
+                steps: Some(8),
+                ..cached.clone()
+            },
+        ];
+        for flags in bad {
+            assert!(
+                resolve(&flags, &card, &dream, 0).is_err(),
+                "{flags:?} should be rejected"
+            );
+        }
         Ok(())
     }
 

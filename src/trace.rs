@@ -20,7 +20,7 @@ use anyhow::{bail, Context, Result};
 use serde::{Deserialize, Serialize};
 
 use crate::canvas::{Cell, Frame};
-use crate::diffusion::{Generation, Params, Schedule, Step};
+use crate::diffusion::{Generation, Params, Step};
 use crate::session::Session;
 
 const VERSION: u32 = 1;
@@ -97,10 +97,7 @@ impl TraceWriter {
             gen_length: params.gen_length,
             blocks: params.blocks().len(),
             total_steps: params.steps,
-            block_length: match params.schedule {
-                Schedule::Blocks { block_length } => Some(block_length),
-                Schedule::Timesteps { .. } => None,
-            },
+            block_length: params.schedule.block_length(),
             mask_token: session.tokenizer.special.mask,
         })?;
         Ok(w)

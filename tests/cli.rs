@@ -334,12 +334,23 @@ fn json_reports_every_documented_field() -> Result {
         "load_s",
         "elapsed_s",
         "tokens_per_s",
+        "tokens_per_forward",
+        "nfe_saved",
         "model",
         "device",
         "dtype",
     ] {
         assert!(!r[key].is_null(), "missing {key}");
     }
+    let s = &r["settings"];
+    assert_eq!(
+        (
+            s["cache"].as_str(),
+            s["block_length"].as_u64(),
+            s["threshold"].is_null()
+        ),
+        (Some("none"), Some(8), true)
+    );
     assert_eq!(r["tokens"].as_array().map(Vec::len), Some(8));
     assert_eq!((r["steps"].as_u64(), r["nfe"].as_u64()), (Some(4), Some(4)));
     assert_eq!(
@@ -355,12 +366,17 @@ fn json_reports_every_documented_field() -> Result {
 fn parity_cases_through_the_command_line() -> Result {
     let home = tempfile::tempdir()?;
     let mut ran = 0;
+    let mut files = Vec::new();
     for entry in std::fs::read_dir(fixture(""))? {
         let dir = entry?.path();
-        let Ok(text) = std::fs::read_to_string(dir.join("cases.json")) else {
-            continue;
-        };
-        let cases: Value = serde_json::from_str(&text)?;
+        for name in ["cases.json", "fastdllm-cases.json"] {
+            if dir.join(name).is_file() {
+                files.push((dir.clone(), dir.join(name)));
+            }
+        }
+    }
+    for (dir, file) in files {
+        let cases: Value = serde_json::from_str(&std::fs::read_to_string(file)?)?;
         for case in cases["cases"].as_array().ok_or("cases")? {
             let Some(args) = cli_args(case) else { continue };
             let out = dcoder(home.path())
@@ -378,7 +394,7 @@ fn parity_cases_through_the_command_line() -> Result {
             ran += 1;
         }
     }
-    assert!(ran >= 27, "only {ran} cases ran through the CLI");
+    assert!(ran >= 43, "only {ran} cases ran through the CLI");
     Ok(())
 }
 
@@ -398,8 +414,10 @@ fn cli_args(case: &Value) -> Option<Vec<String>> {
             "random" => "random",
             _ => "confidence",
         },
-        "dream.diffusion_generate" => match s["alg"].as_str()? {
-            "maskgit_plus" => "confidence",
+        "dream.diffusion_generate"
+        | "fastdllm.dream.generate_with_prefix_cache"
+        | "fastdllm.dream.generate_with_dual_cache" => match s["alg"].as_str()? {
+            "maskgit_plus" | "confidence_threshold" => "confidence",
             "topk_margin" => "margin",
             other => other,
         },
@@ -435,8 +453,12 @@ fn cli_args(case: &Value) -> Option<Vec<String>> {
     args.push("--strategy".into());
     args.push(strategy.into());
     let cache = match case["sampler"].as_str()? {
-        "fastdllm.generate_with_prefix_cache" => Some("prefix"),
-        "fastdllm.generate_with_dual_cache" => Some("dual"),
+        "fastdllm.generate_with_prefix_cache" | "fastdllm.dream.generate_with_prefix_cache" => {
+            Some("prefix")
+        }
+        "fastdllm.generate_with_dual_cache" | "fastdllm.dream.generate_with_dual_cache" => {
+            Some("dual")
+        }
         "fastdllm.generate" => Some("none"),
         _ => None,
     };

@@ -83,7 +83,7 @@ fn load(args: &BenchArgs) -> Result<Loaded> {
         let config = Config::parse(shape.arch, &json)
             .with_context(|| format!("shape {shape_name} in models.toml"))?;
         let device = pick_device(&args.model.device)?;
-        let dtype = pick_dtype(args.model.dtype.as_deref(), &device)?;
+        let dtype = pick_dtype(args.model.dtype.as_deref(), &device, false)?;
         let precision = Precision::new(dtype, &device);
         let start = Instant::now();
         let vb = random_var_builder(&shape.absent, precision.activations, &device);
