@@ -20,15 +20,9 @@ tokens per step), as real models at temperature 0 do without a threshold.
 
   python3 benches/speed.py            # needs target/release/dcoder and .venv-torch (README)
 """
-import argparse, json, os, subprocess, sys
+import argparse, os, sys
 
-HERE = os.path.dirname(os.path.abspath(__file__))
-ROOT = os.path.dirname(HERE)
-
-
-def run_json(cmd):
-    out = subprocess.run(cmd, check=True, capture_output=True, text=True).stdout
-    return json.loads(out.strip().splitlines()[-1])
+from vs_torch import ROOT, run_json
 
 
 def torch_step(a, shape, seq, past, dtype):

@@ -525,6 +525,35 @@ fn positions(range: Range<usize>) -> Vec<u32> {
     range.map(|p| p as u32).collect()
 }
 
+/// Logits of `rows` (indices into `span`) from one pass over `seq[span]` at its own positions,
+/// doing `op` to the cache.
+fn span_logits(
+    model: &mut impl Denoiser,
+    seq: &[u32],
+    span: Range<usize>,
+    op: CacheOp,
+    rows: &[u32],
+) -> candle_core::Result<Tensor> {
+    let tokens = ids(&seq[span.clone()], model.device())?;
+    let pass = Pass {
+        ids: &tokens,
+        positions: &positions(span),
+        bias: None,
+        cache: op,
+    };
+    model.forward(&pass, rows)?.i(0)
+}
+
+/// What a Fast-dLLM step after the block start runs, for the block `block` of a sequence of
+/// `len` tokens: the block and everything after it against the cached prefix (`prefix`), or the
+/// block alone, written over its own cache entries (`dual`).
+fn cached_step(cache: CacheMode, block: Range<usize>, len: usize) -> (Range<usize>, CacheOp) {
+    match cache {
+        CacheMode::Dual => (block.clone(), CacheOp::Overwrite { at: block.start }),
+        _ => (block.start..len, CacheOp::Read),
+    }
+}
+
 /// LLaDA and Dream: every step sees the whole sequence (possibly through Fast-dLLM's caches).
 /// Returns the canvas length produced and why it stopped early, if it did.
 fn bidirectional<F: FnMut(&Step) -> ControlFlow<()>>(
@@ -532,7 +561,6 @@ fn bidirectional<F: FnMut(&Step) -> ControlFlow<()>>(
     run: &mut Run<'_, F>,
 ) -> Result<(usize, Option<Stop>)> {
     let params = run.params;
-    let device = model.device().clone();
     let p = run.prompt_len;
     let len = p + params.gen_length;
     let blocks = run.blocks.clone();
@@ -586,39 +614,16 @@ fn bidirectional<F: FnMut(&Step) -> ControlFlow<()>>(
                 // A block's first step: one full pass, which also stores every position.
                 _ if !refreshed => {
                     refreshed = true;
-                    let all = positions(0..len);
-                    let pass = Pass {
-                        ids: &ids(&run.seq, &device)?,
-                        positions: &all,
-                        bias: None,
-                        cache: CacheOp::Store,
-                    };
-                    let logits = model.forward(&pass, &shift(&masked, 0))?.i(0);
+                    let logits =
+                        span_logits(model, &run.seq, 0..len, CacheOp::Store, &shift(&masked, 0));
                     if params.cache == CacheMode::Prefix {
                         model.truncate_cache(start);
                     }
                     logits
                 }
-                CacheMode::Prefix => {
-                    let window = positions(start..len);
-                    let pass = Pass {
-                        ids: &ids(&run.seq[start..], &device)?,
-                        positions: &window,
-                        bias: None,
-                        cache: CacheOp::Read,
-                    };
-                    model.forward(&pass, &shift(&masked, start))?.i(0)
-                }
-                CacheMode::Dual => {
-                    let window = positions(start..end);
-                    let op = CacheOp::Overwrite { at: start };
-                    let pass = Pass {
-                        ids: &ids(&run.seq[start..end], &device)?,
-                        positions: &window,
-                        bias: None,
-                        cache: op,
-                    };
-                    model.forward(&pass, &shift(&masked, start))?.i(0)
+                cache => {
+                    let (span, op) = cached_step(cache, start..end, len);
+                    span_logits(model, &run.seq, span, op, &shift(&masked, start))
                 }
             }
             .with_context(|| format!("model forward pass at step {}", run.steps))?;
@@ -648,7 +653,6 @@ fn dream_cached<F: FnMut(&Step) -> ControlFlow<()>>(
     let Schedule::BlockTimesteps { eps, .. } = params.schedule else {
         bail!("Dream's cached sampler needs blocks");
     };
-    let device = model.device().clone();
     let p = run.prompt_len;
     let len = p + params.gen_length;
     let blocks = run.blocks.clone();
@@ -667,18 +671,9 @@ fn dream_cached<F: FnMut(&Step) -> ControlFlow<()>>(
     };
     for (block, span) in blocks.iter().enumerate() {
         let (start, end) = (p + span.start, p + span.end);
-        let all = positions(0..len);
-        let pass = Pass {
-            ids: &ids(&run.seq, &device)?,
-            positions: &all,
-            bias: None,
-            cache: CacheOp::Store,
-        };
         let first = [start as u32];
-        let logits = model
-            .forward(&pass, &rows(&first, 0))
-            .with_context(|| format!("model forward pass at step {}", run.steps))?
-            .i(0)?;
+        let logits = span_logits(model, &run.seq, 0..len, CacheOp::Store, &rows(&first, 0))
+            .with_context(|| format!("model forward pass at step {}", run.steps))?;
         run.nfe += 1;
         if params.cache == CacheMode::Prefix {
             model.truncate_cache(start);
@@ -702,20 +697,9 @@ fn dream_cached<F: FnMut(&Step) -> ControlFlow<()>>(
             if transfer == Transfer::Count(0) {
                 continue;
             }
-            let (window, op) = match params.cache {
-                CacheMode::Dual => (start..end, CacheOp::Overwrite { at: start }),
-                _ => (start..len, CacheOp::Read),
-            };
-            let pass = Pass {
-                ids: &ids(&run.seq[window.clone()], &device)?,
-                positions: &positions(window),
-                bias: None,
-                cache: op,
-            };
-            let logits = model
-                .forward(&pass, &rows(&masked, start))
-                .with_context(|| format!("model forward pass at step {}", run.steps))?
-                .i(0)?;
+            let (span, op) = cached_step(params.cache, start..end, len);
+            let logits = span_logits(model, &run.seq, span, op, &rows(&masked, start))
+                .with_context(|| format!("model forward pass at step {}", run.steps))?;
             run.nfe += 1;
             if let ControlFlow::Break(stop) = run.reveal(&logits, &masked, transfer, block)? {
                 return Ok((params.gen_length, Some(stop)));
