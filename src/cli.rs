@@ -148,6 +148,15 @@ pub struct SamplerArgs {
     #[arg(long, value_name = "T", allow_negative_numbers = true)]
     pub threshold: Option<f64>,
 
+    /// Parallel decoding (EB-sampler): each step reveals the lowest-entropy masked positions while their summed entropy (nats) stays below E.
+    #[arg(
+        long,
+        value_name = "E",
+        allow_negative_numbers = true,
+        conflicts_with = "threshold"
+    )]
+    pub entropy_bound: Option<f64>,
+
     /// Key/value reuse across steps: none, prefix or dual (Fast-dLLM, approximate for LLaDA); block-diffusion models cache exactly unless none.
     #[arg(long, value_enum)]
     pub cache: Option<CacheMode>,
@@ -178,6 +187,7 @@ impl SamplerArgs {
             alg_temp: self.alg_temp,
             eps: self.eps,
             threshold: self.threshold,
+            entropy_bound: self.entropy_bound,
             cache: self.cache,
             steps_per_block: self.steps_per_block,
             early_stop: match (self.early_stop, self.no_early_stop) {

@@ -16,7 +16,9 @@
 //! confidence for every masked position of the current block, and the most confident ones are
 //! revealed (or: Dream's `origin`, each with probability `1 - s/t`; with `alg_temp > 0`, a draw
 //! weighted by `softmax(confidence / alg_temp)`; with a threshold, Fast-dLLM's rule: the most
-//! confident one plus every other one at or above the threshold). Revealed tokens are never
+//! confident one plus every other one at or above the threshold; with an entropy bound, the
+//! EB-sampler's rule: the lowest-entropy positions while their summed entropy stays below the
+//! bound, at least one). Revealed tokens are never
 //! re-masked. Dream-family models predict position `i` from logit row `i - 1` (the logit shift).
 //!
 //! Bidirectional models can reuse keys and values across steps with Fast-dLLM's approximate
@@ -40,7 +42,7 @@ use serde::{Deserialize, Serialize};
 use crate::model::kv_cache::CacheOp;
 use crate::model::Pass;
 use crate::sampler::{
-    draw_without_replacement, eos_last_ids, neg_inf_bias, Decision, DreamRule, LladaRule,
+    draw_without_replacement, entropies, eos_last_ids, neg_inf_bias, Decision, DreamRule, LladaRule,
 };
 
 /// How a step ranks the masked positions it may reveal.
@@ -147,6 +149,9 @@ pub struct Params {
     /// Parallel decoding (Fast-dLLM): reveal the most confident masked position and every other
     /// one whose confidence is at least this; a block runs until it has no masks left.
     pub threshold: Option<f64>,
+    /// Parallel decoding (EB-sampler): reveal the lowest-entropy masked positions while their
+    /// summed entropy stays below this (at least one); a block runs until it has no masks left.
+    pub entropy_bound: Option<f64>,
     pub cache: CacheMode,
     /// Block diffusion: steps per block (else `ceil(steps / blocks)`).
     pub steps_per_block: Option<usize>,
@@ -157,6 +162,16 @@ pub struct Params {
 }
 
 impl Params {
+    /// The adaptive reveal rule, if parallel decoding is on: each step reveals as many positions
+    /// as the rule allows, and a block runs until it has no masks left.
+    fn parallel(&self) -> Option<Transfer> {
+        match (self.threshold, self.entropy_bound) {
+            (Some(t), _) => Some(Transfer::Threshold(t)),
+            (None, Some(e)) => Some(Transfer::EntropyBound(e)),
+            (None, None) => None,
+        }
+    }
+
     /// The blocks of the canvas, in canvas positions (the last may be shorter).
     pub fn blocks(&self) -> Vec<Range<usize>> {
         match self.schedule.block_length() {
@@ -303,6 +318,8 @@ enum Transfer {
     Probability(f64),
     /// Fast-dLLM: the most confident plus every one at or above the threshold.
     Threshold(f64),
+    /// EB-sampler: the lowest-entropy positions while their summed entropy stays below the bound.
+    EntropyBound(f64),
 }
 
 /// Per-step reveal counts of one block.
@@ -348,6 +365,13 @@ impl Rule<'_> {
         match self {
             Rule::Llada(r) => r.decide(logits, rng),
             Rule::Dream(r) => r.decide(logits, rng),
+        }
+    }
+
+    fn logit_bias(&self) -> Option<&Tensor> {
+        match self {
+            Rule::Llada(r) => r.logit_bias,
+            Rule::Dream(r) => r.logit_bias,
         }
     }
 }
@@ -396,9 +420,22 @@ impl<F: FnMut(&Step) -> ControlFlow<()>> Run<'_, F> {
         block: usize,
     ) -> Result<ControlFlow<Stop>> {
         let decisions = self.rule.decide(logits, &mut self.rng)?;
+        let entropies = match transfer {
+            Transfer::EntropyBound(_) => {
+                entropies(logits, self.params.temperature, self.rule.logit_bias())?
+            }
+            _ => Vec::new(),
+        };
         let p = self.prompt_len;
         self.revealed.clear();
-        for row in select(&decisions, transfer, self.params.alg_temp, &mut self.rng) {
+        let rows = select(
+            &decisions,
+            &entropies,
+            transfer,
+            self.params.alg_temp,
+            &mut self.rng,
+        );
+        for row in rows {
             let pos = masked[row] as usize;
             self.seq[pos] = decisions[row].token;
             self.revealed.push(Reveal {
@@ -575,7 +612,7 @@ fn bidirectional<F: FnMut(&Step) -> ControlFlow<()>>(
         }
         Schedule::BlockTimesteps { .. } => bail!("Dream's cached sampler runs in its own driver"),
     };
-    run.total = match (&plan, params.threshold) {
+    run.total = match (&plan, params.parallel()) {
         (_, Some(_)) => params.gen_length,
         (Plan::Counts(c), None) => blocks.len() * c.iter().filter(|&&k| k > 0).count(),
         (Plan::Timesteps(_), None) => params.steps,
@@ -590,11 +627,11 @@ fn bidirectional<F: FnMut(&Step) -> ControlFlow<()>>(
         let mut i = 0;
         loop {
             let masked = run.masked(span);
-            if masked.is_empty() || (params.threshold.is_none() && i >= plan.len()) {
+            if masked.is_empty() || (params.parallel().is_none() && i >= plan.len()) {
                 break;
             }
-            let transfer = match params.threshold {
-                Some(t) => Transfer::Threshold(t),
+            let transfer = match params.parallel() {
+                Some(rule) => rule,
                 None => plan.transfer(i, masked.len(), origin),
             };
             i += 1;
@@ -658,7 +695,7 @@ fn dream_cached<F: FnMut(&Step) -> ControlFlow<()>>(
     let blocks = run.blocks.clone();
     let steps_per_block = params.steps / blocks.len();
     let plan = Plan::Timesteps(linspace_f32(1.0, eps as f32, steps_per_block + 1));
-    run.total = match params.threshold {
+    run.total = match params.parallel() {
         Some(_) => params.gen_length,
         None => params.steps,
     };
@@ -687,8 +724,8 @@ fn dream_cached<F: FnMut(&Step) -> ControlFlow<()>>(
             if masked.is_empty() {
                 break;
             }
-            let transfer = match params.threshold {
-                Some(t) => Transfer::Threshold(t),
+            let transfer = match params.parallel() {
+                Some(rule) => rule,
                 None if i >= steps_per_block => break,
                 None => plan.transfer(i, masked.len(), false),
             };
@@ -733,7 +770,7 @@ fn block_diffusion<F: FnMut(&Step) -> ControlFlow<()>>(
         .steps_per_block
         .unwrap_or(params.steps.div_ceil(blocks.len()))
         .max(1);
-    run.total = match params.threshold {
+    run.total = match params.parallel() {
         Some(_) => params.gen_length,
         None => blocks
             .iter()
@@ -779,11 +816,11 @@ fn block_diffusion<F: FnMut(&Step) -> ControlFlow<()>>(
         let mut i = 0;
         loop {
             let masked = run.masked(span);
-            if masked.is_empty() || (params.threshold.is_none() && i >= counts.len()) {
+            if masked.is_empty() || (params.parallel().is_none() && i >= counts.len()) {
                 break;
             }
-            let transfer = match params.threshold {
-                Some(t) => Transfer::Threshold(t),
+            let transfer = match params.parallel() {
+                Some(rule) => rule,
                 None => Transfer::Count(counts[i].min(masked.len())),
             };
             i += 1;
@@ -884,9 +921,11 @@ fn answer_is_final(canvas: &[u32], special: &SpecialIds) -> bool {
     }
 }
 
-/// The rows (indices into `decisions`) a step reveals.
+/// The rows (indices into `decisions`) a step reveals; `entropies` (one per decision) are read
+/// only by the entropy bound.
 fn select(
     decisions: &[Decision],
+    entropies: &[f32],
     transfer: Transfer,
     alg_temp: f64,
     rng: &mut StdRng,
@@ -904,6 +943,22 @@ fn select(
                 .filter(|&(rank, &row)| rank == 0 || f64::from(decisions[row].confidence) >= t)
                 .map(|(_, &row)| row)
                 .collect()
+        }
+        Transfer::EntropyBound(bound) => {
+            // JET `postprocess_loop`: sort by entropy ascending, k = #{cumsum < bound}
+            // (`searchsorted(right=False)`), at least one.
+            let mut order: Vec<usize> = (0..entropies.len()).collect();
+            order.sort_by(|&a, &b| entropies[a].total_cmp(&entropies[b]).then(a.cmp(&b)));
+            let mut sum = 0.0f64;
+            let k = order
+                .iter()
+                .take_while(|&&row| {
+                    sum += f64::from(entropies[row]);
+                    sum < bound
+                })
+                .count();
+            order.truncate(k.max(1));
+            order
         }
         Transfer::Count(k) if alg_temp > 0.0 => {
             // softmax(confidence / alg_temp), drawn without replacement.
@@ -1030,6 +1085,7 @@ mod tests {
             suppress_eos: false,
             eos_last: false,
             threshold: None,
+            entropy_bound: None,
             cache: CacheMode::None,
             steps_per_block: None,
             early_stop: false,
@@ -1110,6 +1166,67 @@ mod tests {
         assert_eq!(out.canvas, vec![2, 3, 4, 5]);
         assert_eq!((out.steps, out.nfe, m.calls), (4, 4, 4));
         assert!(!out.cancelled && !out.stopped_early);
+        Ok(())
+    }
+
+    #[test]
+    fn entropy_bound_takes_the_lowest_entropies_while_their_sum_stays_below() {
+        let decisions = [Decision {
+            token: 0,
+            confidence: 0.5,
+        }; 4];
+        let entropies = [0.3f32, 0.05, 0.1, 2.0];
+        let mut rng = StdRng::seed_from_u64(0);
+        let mut pick = |bound| {
+            select(
+                &decisions,
+                &entropies,
+                Transfer::EntropyBound(bound),
+                0.0,
+                &mut rng,
+            )
+        };
+        assert_eq!(pick(0.2), vec![1, 2]);
+        // The sum must stay strictly below (searchsorted, right=False).
+        assert_eq!(pick(0.15000001), vec![1, 2]);
+        assert_eq!(pick(0.05), vec![1]);
+        // At least one, however small the bound.
+        assert_eq!(pick(1e-9), vec![1]);
+        assert_eq!(pick(1e9), vec![1, 2, 0, 3]);
+    }
+
+    #[test]
+    fn entropy_bound_runs_each_block_until_it_is_revealed() -> Result<()> {
+        // `Fixed` puts logit `1 + pos` on one of 200 tokens: later positions are surer.
+        let h = |pos: usize| {
+            let a = 1.0 + pos as f64;
+            let z = a.exp() + 199.0;
+            z.ln() - a * a.exp() / z
+        };
+        let bounded = |bound| Params {
+            entropy_bound: Some(bound),
+            ..params(4, 4, 4)
+        };
+        let mut m = Fixed::new();
+        let (out, seen) = run(&mut m, &[1, 2], &bounded(1e-9))?;
+        assert_eq!(seen, vec![vec![3], vec![2], vec![1], vec![0]]);
+        assert_eq!(out.canvas, vec![2, 3, 4, 5]);
+        // Positions 5 and 4 (canvas 3 and 2) fit under the bound together, 3 more does not;
+        // then 3 alone fits, 3 and 2 do not.
+        assert!(h(3) < h(5) + h(4) && h(3) + h(2) > h(5) + h(4));
+        let (out, seen) = run(&mut m, &[1, 2], &bounded(h(5) + h(4) + 1e-3))?;
+        assert_eq!(seen, vec![vec![2, 3], vec![1], vec![0]]);
+        assert_eq!((out.steps, out.nfe), (3, 3));
+        // The steps count no longer caps the block: a large bound reveals it at once.
+        let (out, seen) = run(
+            &mut m,
+            &[1, 2],
+            &Params {
+                steps: 4,
+                ..bounded(1e9)
+            },
+        )?;
+        assert_eq!((seen, out.steps), (vec![vec![0, 1, 2, 3]], 1));
         Ok(())
     }
 

@@ -101,6 +101,7 @@ fn case_flags(case: &Value) -> Result<Defaults> {
         alg_temp: settings["alg_temp"].as_f64(),
         eps: settings["eps"].as_f64(),
         threshold: settings["threshold"].as_f64(),
+        entropy_bound: None,
         cache,
         steps_per_block: usize_of("steps_per_block"),
         early_stop: None,

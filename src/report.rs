@@ -56,6 +56,8 @@ pub struct Settings {
     pub eos_last: bool,
     /// Fast-dLLM's parallel-decoding threshold, if any.
     pub threshold: Option<f64>,
+    /// The EB-sampler's entropy bound, if any.
+    pub entropy_bound: Option<f64>,
     pub cache: CacheMode,
     /// Block diffusion's steps per block, when set.
     pub steps_per_block: Option<usize>,
@@ -80,6 +82,7 @@ impl From<&Params> for Settings {
             suppress_eos: p.suppress_eos,
             eos_last: p.eos_last,
             threshold: p.threshold,
+            entropy_bound: p.entropy_bound,
             cache: p.cache,
             steps_per_block: p.steps_per_block,
             early_stop: p.early_stop,

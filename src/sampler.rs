@@ -112,6 +112,28 @@ pub fn probability_of(logits: &Tensor, tokens: &Tensor) -> Result<Tensor> {
     (chosen - log_z)?.exp()?.i((.., 0))
 }
 
+/// The entropy `-Σ p ln p` of `softmax(logits / T)` per row (`logits / 1` when greedy), after
+/// `bias`: the EB-sampler's measure of how settled a position is (JET
+/// `engine/scheduler.py::postprocess_loop`, block-diffusion-spec 2.5). Reduced on the device; a
+/// token the bias removed (`-inf`) contributes nothing.
+pub fn entropies(logits: &Tensor, temperature: f64, bias: Option<&Tensor>) -> Result<Vec<f32>> {
+    let logits = with_bias(&logits.to_dtype(DType::F32)?, bias)?;
+    let scaled = match temperature > 0.0 {
+        true => (logits / temperature)?,
+        false => logits,
+    };
+    // -inf would give 0 * -inf = NaN below; a very negative finite logit gives p = 0 exactly.
+    let scaled = scaled.maximum(-1e30f32)?;
+    let max = scaled.max_keepdim(D::Minus1)?;
+    let shifted = scaled.broadcast_sub(&max)?;
+    let exp = shifted.exp()?;
+    let z = exp.sum_keepdim(D::Minus1)?;
+    // H = ln z - Σ e_i x_i / z with x = l - max: one pass, no log of each probability.
+    let weighted = (&exp * &shifted)?.sum_keepdim(D::Minus1)?;
+    let h = (z.log()? - (weighted / &z)?)?;
+    h.flatten_all()?.to_vec1()
+}
+
 /// Gumbel-max sampling from `softmax(row / T)` the way LLaDA's `add_gumbel_noise` does it:
 /// `argmax(exp(l) / (-ln u)^T)` with `u ~ U[0, 1)` in float64. Taking logs gives the same argmax
 /// as `l - T ln(-ln u)` without overflowing `exp` for large logits.
@@ -355,6 +377,40 @@ mod tests {
         let z: f32 = [0.1f32, 0.2, 0.3, 0.4].iter().map(|l| l.exp()).sum();
         assert!((d[0].confidence - 0.4f32.exp() / z).abs() < 1e-6);
         assert!((d[1].confidence - 2f32.exp() / (2f32.exp() + 3.0)).abs() < 1e-6);
+        Ok(())
+    }
+
+    #[test]
+    fn entropies_match_the_definition() -> anyhow::Result<()> {
+        let rows = [
+            [0.1f32, 0.2, 0.3, 0.4],
+            [2.0, 0.0, 0.0, 0.0],
+            [1.0, 1.0, 1.0, 1.0],
+        ];
+        let logits = Tensor::new(&rows, &Device::Cpu)?;
+        let by_hand = |row: &[f32], t: f32| -> f32 {
+            let z: f32 = row.iter().map(|l| (l / t).exp()).sum();
+            row.iter()
+                .map(|l| (l / t).exp() / z)
+                .map(|p| -p * p.ln())
+                .sum()
+        };
+        for (temperature, t) in [(0.0, 1.0f32), (0.5, 0.5)] {
+            let h = entropies(&logits, temperature, None)?;
+            for (row, h) in rows.iter().zip(&h) {
+                assert!(
+                    (h - by_hand(row, t)).abs() < 1e-5,
+                    "{h} vs {}",
+                    by_hand(row, t)
+                );
+            }
+        }
+        // Uniform over 4 tokens: ln 4; a biased-out token leaves ln 3, not NaN.
+        let h = entropies(&logits.i(2..3)?, 0.0, None)?;
+        assert!((h[0] - 4f32.ln()).abs() < 1e-6);
+        let bias = neg_inf_bias(&[0], 4, &Device::Cpu)?;
+        let h = entropies(&logits.i(2..3)?, 0.0, Some(&bias))?;
+        assert!((h[0] - 3f32.ln()).abs() < 1e-6, "{}", h[0]);
         Ok(())
     }
 

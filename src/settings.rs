@@ -25,6 +25,7 @@ pub struct Defaults {
     pub alg_temp: Option<f64>,
     pub eps: Option<f64>,
     pub threshold: Option<f64>,
+    pub entropy_bound: Option<f64>,
     pub cache: Option<CacheMode>,
     pub steps_per_block: Option<usize>,
     pub early_stop: Option<bool>,
@@ -47,6 +48,7 @@ impl Defaults {
             alg_temp: self.alg_temp.or(lower.alg_temp),
             eps: self.eps.or(lower.eps),
             threshold: self.threshold.or(lower.threshold),
+            entropy_bound: self.entropy_bound.or(lower.entropy_bound),
             cache: self.cache.or(lower.cache),
             steps_per_block: self.steps_per_block.or(lower.steps_per_block),
             early_stop: self.early_stop.or(lower.early_stop),
@@ -163,9 +165,22 @@ pub fn resolve(
     if !cfg_scale.is_finite() || cfg_scale < 0.0 {
         bail!("--cfg-scale must be a number >= 0, got {cfg_scale}");
     }
-    let threshold = merged.threshold;
+    // Two parallel-decoding rules: the one given as a flag replaces the other's default.
+    let (threshold, entropy_bound) = match (flags.threshold, flags.entropy_bound) {
+        (Some(_), None) => (merged.threshold, None),
+        (None, Some(_)) => (None, merged.entropy_bound),
+        _ => (merged.threshold, merged.entropy_bound),
+    };
+    if threshold.is_some() && entropy_bound.is_some() {
+        bail!("--threshold and --entropy-bound are two parallel-decoding rules; give one");
+    }
     if let Some(t) = threshold.filter(|t| !(*t > 0.0 && *t <= 1.0)) {
         bail!("--threshold must be in (0, 1], got {t}");
+    }
+    if let Some(e) = entropy_bound.filter(|e| !(e.is_finite() && *e > 0.0)) {
+        bail!(
+            "--entropy-bound must be a number > 0 (in nats; the EB-sampler uses 0.1 to 1), got {e}"
+        );
     }
     let mut strategy = merged.strategy.unwrap_or(match family {
         Family::Llada | Family::Bd3lm => Strategy::Confidence,
@@ -260,8 +275,9 @@ pub fn resolve(
     }
     // Fast-dLLM's Dream sampler decodes a block's first position at the block start and runs
     // steps 1.. of the block's timesteps after it: one step per block would leave masks.
-    if dream_cached && threshold.is_none() && steps / blocks < 2 {
-        bail!("--steps {steps}: Dream with --cache needs at least 2 steps per block ({blocks} blocks), or --threshold");
+    let adaptive = threshold.is_some() || entropy_bound.is_some();
+    if dream_cached && !adaptive && steps / blocks < 2 {
+        bail!("--steps {steps}: Dream with --cache needs at least 2 steps per block ({blocks} blocks), or --threshold or --entropy-bound");
     }
     if family == Family::Bd3lm && cfg_scale > 0.0 {
         bail!("--cfg-scale is not supported for block diffusion");
@@ -281,6 +297,7 @@ pub fn resolve(
         suppress_eos: merged.suppress_eos.unwrap_or(false),
         eos_last: merged.eos_last.unwrap_or(false),
         threshold,
+        entropy_bound,
         cache,
         steps_per_block: merged.steps_per_block,
         early_stop: merged.early_stop.unwrap_or(false),
@@ -398,6 +415,38 @@ mod tests {
                 "{flags:?} should be rejected"
             );
         }
+    }
+
+    #[test]
+    fn one_parallel_rule_at_a_time_and_the_flag_wins() -> Result<()> {
+        let card = Defaults {
+            threshold: Some(0.9),
+            ..llada()
+        };
+        let eb = Defaults {
+            entropy_bound: Some(0.35),
+            ..Default::default()
+        };
+        let p = resolve_llada(&eb, &card, 0)?;
+        assert_eq!((p.threshold, p.entropy_bound), (None, Some(0.35)));
+        let p = resolve_llada(&Defaults::default(), &card, 0)?;
+        assert_eq!((p.threshold, p.entropy_bound), (Some(0.9), None));
+        let both = Defaults {
+            threshold: Some(0.9),
+            ..eb.clone()
+        };
+        for bad in [0.0, -1.0, f64::NAN] {
+            let flags = Defaults {
+                entropy_bound: Some(bad),
+                ..Default::default()
+            };
+            assert!(resolve_llada(&flags, &llada(), 0).is_err(), "{bad}");
+        }
+        let err = resolve_llada(&both, &llada(), 0)
+            .expect_err("two parallel rules")
+            .to_string();
+        assert!(err.contains("--entropy-bound"), "{err}");
+        Ok(())
     }
 
     #[test]

@@ -90,6 +90,10 @@ fn help_lists_the_flags() -> Result {
         "--no-chat-template",
         "--json",
         "--dtype",
+        "--threshold",
+        "--entropy-bound",
+        "--cache",
+        "--steps-per-block",
     ] {
         assert!(text.contains(flag), "--help lacks {flag}");
     }
@@ -239,6 +243,34 @@ fn bad_sampler_flags_fail_before_loading() -> Result {
         "--steps 3",
     );
     assert_clean_error(&run(&["--temperature", "-1"])?, "--temperature");
+    assert_clean_error(&run(&["--entropy-bound", "0"])?, "--entropy-bound");
+    Ok(())
+}
+
+/// The entropy bound decides how many positions a step reveals: a huge bound reveals a block in
+/// one step, a tiny one a position per step, whatever `--steps` says.
+#[test]
+fn entropy_bound_sets_the_tokens_per_step() -> Result {
+    let home = tempfile::tempdir()?;
+    let run = |bound: &str| -> Result<Value> {
+        let out = dcoder(home.path())
+            .arg("--model")
+            .arg(fixture("llada-tiny"))
+            .args(["--json", "--gen-length", "16", "--block-length", "8"])
+            .args(["--steps", "4", "--entropy-bound", bound, "hello"])
+            .output()?;
+        assert!(out.status.success(), "{}", stderr(&out));
+        Ok(serde_json::from_slice(&out.stdout)?)
+    };
+    let wide = run("1e9")?;
+    assert_eq!(wide["settings"]["entropy_bound"].as_f64(), Some(1e9));
+    assert_eq!(
+        (wide["steps"].as_u64(), wide["tokens_per_forward"].as_f64()),
+        (Some(2), Some(8.0))
+    );
+    let narrow = run("1e-9")?;
+    assert_eq!(narrow["steps"].as_u64(), Some(16));
+    assert_eq!(narrow["tokens"].as_array().map(Vec::len), Some(16));
     Ok(())
 }
 
