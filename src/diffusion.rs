@@ -72,6 +72,16 @@ pub enum Family {
     Dream,
     /// Block diffusion (dllm's BD3LM sampler): block-causal attention, exact KV cache.
     Bd3lm,
+    /// Block diffusion with SDAR's sampler (`generate.py::block_diffusion_generate`): the block
+    /// grid from position 0, so the first block holds the prompt's tail.
+    Sdar,
+}
+
+impl Family {
+    /// Block-causal attention with an exact cache of finished blocks.
+    pub fn block_diffusion(self) -> bool {
+        matches!(self, Family::Bd3lm | Family::Sdar)
+    }
 }
 
 /// How many positions each step reveals, and where.
@@ -172,15 +182,26 @@ impl Params {
         }
     }
 
-    /// The blocks of the canvas, in canvas positions (the last may be shorter).
-    pub fn blocks(&self) -> Vec<Range<usize>> {
-        match self.schedule.block_length() {
-            Some(block_length) => (0..self.gen_length.div_ceil(block_length))
-                .map(|b| b * block_length..((b + 1) * block_length).min(self.gen_length))
-                .collect(),
+    /// The blocks of the canvas after a prompt of `prompt_len` tokens, in canvas positions (the
+    /// last may be shorter). SDAR's grid starts at the first prompt token, so its first canvas
+    /// block is cut short by the prompt's tail.
+    pub fn blocks(&self, prompt_len: usize) -> Vec<Range<usize>> {
+        let Some(bs) = self.schedule.block_length() else {
             // One block: the whole canvas.
-            None => std::iter::once(0..self.gen_length).collect(),
+            return std::iter::once(0..self.gen_length).collect();
+        };
+        let tail = match self.family {
+            Family::Sdar => prompt_len % bs,
+            _ => 0,
+        };
+        let mut blocks = Vec::new();
+        let mut start = 0;
+        while start < self.gen_length {
+            let end = (start + bs - if start == 0 { tail } else { 0 }).min(self.gen_length);
+            blocks.push(start..end);
+            start = end;
         }
+        blocks
     }
 }
 
@@ -320,6 +341,12 @@ enum Transfer {
     Threshold(f64),
     /// EB-sampler: the lowest-entropy positions while their summed entropy stays below the bound.
     EntropyBound(f64),
+    /// SDAR `low_confidence_dynamic`: every position above the threshold if there are at least
+    /// `count` of them, else the `count` most confident.
+    Dynamic {
+        count: usize,
+        threshold: f64,
+    },
 }
 
 /// Per-step reveal counts of one block.
@@ -511,7 +538,7 @@ pub fn generate(
         false => None,
     };
     let rule = match params.family {
-        Family::Llada | Family::Bd3lm => Rule::Llada(LladaRule {
+        Family::Llada | Family::Bd3lm | Family::Sdar => Rule::Llada(LladaRule {
             temperature: params.temperature,
             strategy: params.strategy,
             logit_bias: logit_bias.as_ref(),
@@ -538,13 +565,13 @@ pub fn generate(
         steps: 0,
         nfe: 0,
         total: 0,
-        blocks: params.blocks(),
+        blocks: params.blocks(prompt.len()),
         revealed: Vec::new(),
         on_step,
     };
     model.clear_cache();
     let result = match (params.family, params.schedule) {
-        (Family::Bd3lm, _) => block_diffusion(model, &mut run),
+        (Family::Bd3lm | Family::Sdar, _) => block_diffusion(model, &mut run),
         (_, Schedule::BlockTimesteps { .. }) => dream_cached(model, &mut run),
         _ => bidirectional(model, &mut run),
     };
@@ -751,6 +778,13 @@ fn dream_cached<F: FnMut(&Step) -> ControlFlow<()>>(
 /// its whole own block), pad tokens are invisible and take no position (so a generated pad
 /// shifts what follows, as dllm's prefix pass does), and a block that holds EOS ends the run.
 ///
+/// SDAR (`generate.py::block_diffusion_generate`, block-diffusion-spec 2.3) differs in four
+/// ways: the grid starts at position 0, so the first block runs the prompt's last `P mod bs`
+/// tokens with its masks; reveal counts are LLaDA's even split of a whole block over
+/// `steps_per_block` (at most `bs` steps; clamped to the masks left); `--threshold` is its
+/// `low_confidence_dynamic` rule; and the run ends after a block once any stop id appears.
+/// Pads are ordinary tokens there.
+///
 /// With the cache (`--cache prefix`, the default for these models), the prompt runs once, a
 /// block's steps run only the block against the cache, and a finished block is appended by one
 /// pass over its clean tokens: exactly what the reference's full recomputation gives, because a
@@ -763,30 +797,39 @@ fn block_diffusion<F: FnMut(&Step) -> ControlFlow<()>>(
     let Schedule::Blocks { block_length: bs } = params.schedule else {
         bail!("block diffusion needs a block length");
     };
+    let sdar = params.family == Family::Sdar;
     let device = model.device().clone();
     let p = run.prompt_len;
     let blocks = run.blocks.clone();
-    let steps_per_block = params
+    let mut steps_per_block = params
         .steps_per_block
         .unwrap_or(params.steps.div_ceil(blocks.len()))
         .max(1);
+    if sdar {
+        // Every SDAR step reveals at least one position; more steps would reveal nothing.
+        steps_per_block = steps_per_block.min(bs);
+    }
+    // Reveal counts for a block of `len` masks (SDAR splits a whole block, whatever its masks).
+    let counts = |len: usize| match sdar {
+        true => transfer_counts(bs, steps_per_block),
+        false => bd3lm_counts(len, steps_per_block),
+    };
     run.total = match params.parallel() {
         Some(_) => params.gen_length,
-        None => blocks
-            .iter()
-            .map(|b| bd3lm_counts(b.len(), steps_per_block).len())
-            .sum(),
+        None => blocks.iter().map(|b| counts(b.len()).len()).sum(),
     };
-    let pad = run.special.pad;
+    let pad = if sdar { None } else { run.special.pad };
     let visible = |t: u32| Some(t) != pad;
-    // Block index of each sequence position: the prompt is end-aligned to the grid.
-    let left = (bs - p % bs) % bs;
+    // Block index of each sequence position: BD3LM end-aligns the prompt to the grid.
+    let left = if sdar { 0 } else { (bs - p % bs) % bs };
     let block_of = |pos: usize| (left + pos) / bs;
+    // The prompt positions cached before the first block: SDAR's first block holds the tail.
+    let prefill = if sdar { p - p % bs } else { p };
     let exact = params.cache != CacheMode::None;
     // The position the next visible token takes.
     let mut next_position = 0u32;
     if exact {
-        let keep: Vec<usize> = (0..p).filter(|&i| visible(run.seq[i])).collect();
+        let keep: Vec<usize> = (0..prefill).filter(|&i| visible(run.seq[i])).collect();
         if !keep.is_empty() {
             let tokens: Vec<u32> = keep.iter().map(|&i| run.seq[i]).collect();
             let pos: Vec<u32> = (0..keep.len() as u32).collect();
@@ -803,31 +846,38 @@ fn block_diffusion<F: FnMut(&Step) -> ControlFlow<()>>(
             next_position = keep.len() as u32;
         }
     } else {
-        next_position = (0..p).filter(|&i| visible(run.seq[i])).count() as u32;
+        next_position = (0..prefill).filter(|&i| visible(run.seq[i])).count() as u32;
     }
     let mut end = 0;
     for (block, span) in blocks.iter().enumerate() {
         let (start, stop_at) = (p + span.start, p + span.end);
+        // Where the block's pass begins: its grid line, inside the prompt for SDAR's first.
+        let first = if sdar { start - start % bs } else { start };
         end = span.end;
-        let counts = bd3lm_counts(span.len(), steps_per_block);
-        // The block's positions, fixed at its start (all masks, all visible).
+        let counts = counts(span.len());
+        // The block's positions, fixed at its start (all visible).
         let block_positions: Vec<u32> =
-            (next_position..next_position + span.len() as u32).collect();
+            (next_position..next_position + (stop_at - first) as u32).collect();
         let mut i = 0;
         loop {
             let masked = run.masked(span);
             if masked.is_empty() || (params.parallel().is_none() && i >= counts.len()) {
                 break;
             }
+            // A whole block's count may exceed the masks left beside SDAR's prompt tail.
+            let count = counts.get(i).copied().unwrap_or(1).min(masked.len());
             let transfer = match params.parallel() {
+                Some(Transfer::Threshold(threshold)) if sdar => {
+                    Transfer::Dynamic { count, threshold }
+                }
                 Some(rule) => rule,
-                None => Transfer::Count(counts[i].min(masked.len())),
+                None => Transfer::Count(count),
             };
             i += 1;
             let logits = if exact {
-                let rows: Vec<u32> = masked.iter().map(|&m| m - start as u32).collect();
+                let rows: Vec<u32> = masked.iter().map(|&m| m - first as u32).collect();
                 let pass = Pass {
-                    ids: &ids(&run.seq[start..stop_at], &device)?,
+                    ids: &ids(&run.seq[first..stop_at], &device)?,
                     positions: &block_positions,
                     bias: None,
                     cache: CacheOp::Read,
@@ -837,7 +887,7 @@ fn block_diffusion<F: FnMut(&Step) -> ControlFlow<()>>(
                 // Everything from scratch: earlier tokens that are pads drop out; the current
                 // block keeps all its positions (dllm fixes them at the block's start).
                 let keep: Vec<usize> = (0..stop_at)
-                    .filter(|&i| i >= start || visible(run.seq[i]))
+                    .filter(|&i| i >= first || visible(run.seq[i]))
                     .collect();
                 let tokens: Vec<u32> = keep.iter().map(|&i| run.seq[i]).collect();
                 let pos: Vec<u32> = (0..keep.len() as u32).collect();
@@ -862,8 +912,15 @@ fn block_diffusion<F: FnMut(&Step) -> ControlFlow<()>>(
                 return Ok((end, Some(stop)));
             }
         }
-        // The reference stops after a block that holds EOS (early if blocks are left).
-        if run.seq[start..stop_at].contains(&run.special.eos) {
+        // The references stop after a block that holds EOS (dllm) or once any stop id has
+        // appeared in the answer (SDAR), early if blocks are left.
+        let stopped = match sdar {
+            true => run.seq[p..stop_at]
+                .iter()
+                .any(|t| run.special.stops.contains(t)),
+            false => run.seq[start..stop_at].contains(&run.special.eos),
+        };
+        if stopped {
             let blocks_left = block + 1 < blocks.len();
             return Ok((end, blocks_left.then_some(Stop::AnswerFinal)));
         }
@@ -871,7 +928,7 @@ fn block_diffusion<F: FnMut(&Step) -> ControlFlow<()>>(
             break;
         }
         // Commit the finished block: its visible tokens, at their positions, into the cache.
-        let keep: Vec<u32> = run.seq[start..stop_at]
+        let keep: Vec<u32> = run.seq[first..stop_at]
             .iter()
             .copied()
             .filter(|&t| visible(t))
@@ -943,6 +1000,17 @@ fn select(
                 .filter(|&(rank, &row)| rank == 0 || f64::from(decisions[row].confidence) >= t)
                 .map(|(_, &row)| row)
                 .collect()
+        }
+        Transfer::Dynamic { count, threshold } => {
+            // A float32 tensor against a Python float compares in float32; strictly above.
+            let threshold = threshold as f32;
+            let high: Vec<usize> = (0..decisions.len())
+                .filter(|&row| decisions[row].confidence > threshold)
+                .collect();
+            match high.len() >= count {
+                true => high,
+                false => most_confident(decisions, count),
+            }
         }
         Transfer::EntropyBound(bound) => {
             // JET `postprocess_loop`: sort by entropy ascending, k = #{cumsum < bound}
@@ -1167,6 +1235,42 @@ mod tests {
         assert_eq!((out.steps, out.nfe, m.calls), (4, 4, 4));
         assert!(!out.cancelled && !out.stopped_early);
         Ok(())
+    }
+
+    #[test]
+    fn sdar_blocks_follow_the_grid_from_the_first_prompt_token() {
+        let sdar = Params {
+            family: Family::Sdar,
+            ..params(10, 4, 10)
+        };
+        // A 6-token prompt leaves 2 of its grid block to the canvas.
+        assert_eq!(sdar.blocks(6), vec![0..2, 2..6, 6..10]);
+        assert_eq!(sdar.blocks(8), vec![0..4, 4..8, 8..10]);
+        // Other families start their blocks at the canvas.
+        assert_eq!(params(10, 4, 10).blocks(6), vec![0..4, 4..8, 8..10]);
+    }
+
+    #[test]
+    fn dynamic_takes_everything_above_the_threshold_or_the_count() {
+        let d = |c: f32| Decision {
+            token: 0,
+            confidence: c,
+        };
+        let decisions = [d(0.95), d(0.5), d(0.91), d(0.9)];
+        let mut rng = StdRng::seed_from_u64(0);
+        let mut pick = |count, threshold| {
+            select(
+                &decisions,
+                &[],
+                Transfer::Dynamic { count, threshold },
+                0.0,
+                &mut rng,
+            )
+        };
+        // Strictly above: 0.9 itself stays masked.
+        assert_eq!(pick(1, 0.9), vec![0, 2]);
+        assert_eq!(pick(2, 0.9), vec![0, 2]);
+        assert_eq!(pick(3, 0.9), vec![0, 2, 3]);
     }
 
     #[test]

@@ -124,7 +124,7 @@ impl Engine {
             seed,
             ..self.params.clone()
         };
-        let blocks = params.blocks();
+        let blocks = params.blocks(prompt.len());
         let total = params.steps;
         emit(EngineEvent::Started(Frame::blank(
             params.gen_length,

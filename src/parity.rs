@@ -402,6 +402,21 @@ fn block_diffusion_cases_are_token_exact_with_the_cache() -> Result<()> {
     Ok(())
 }
 
+/// SDAR's sampler (its provenance is in the cases file): the grid from position 0 with the
+/// prompt's tail in the first block, static counts and the dynamic threshold, with the exact
+/// cache and with full recomputation.
+#[test]
+fn sdar_cases_are_token_exact_with_and_without_the_cache() -> Result<()> {
+    for cache in [CacheMode::Prefix, CacheMode::None] {
+        let ran = single_prompt_cases("sdar", "sdar.block_diffusion_generate", |f| Defaults {
+            cache: Some(cache),
+            ..f
+        })?;
+        assert!(ran >= 14, "only {ran} SDAR cases ran");
+    }
+    Ok(())
+}
+
 /// The exact cache is exact: the same runs with every prefix recomputed at every step give the
 /// same tokens (the goldens).
 #[test]

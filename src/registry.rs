@@ -28,6 +28,8 @@ pub enum Arch {
     Dream,
     /// Block diffusion on a Qwen body (Tiny-A2D BD3LM).
     Bd3lm,
+    /// Block diffusion on a Qwen3 body with SDAR's sampler (JetAstra/SDAR).
+    Sdar,
 }
 
 impl Arch {
@@ -36,6 +38,7 @@ impl Arch {
             Arch::Llada => "llada",
             Arch::Dream => "dream",
             Arch::Bd3lm => "bd3lm",
+            Arch::Sdar => "sdar",
         }
     }
 }

@@ -85,14 +85,14 @@ pub fn resolve(
     }
     let cache = merged.cache.unwrap_or(match family {
         // The exact cache is the point of block diffusion.
-        Family::Bd3lm => CacheMode::Prefix,
+        Family::Bd3lm | Family::Sdar => CacheMode::Prefix,
         Family::Llada | Family::Dream => CacheMode::None,
     });
     // Fast-dLLM's Dream caches work block by block (its default block: 32).
     let dream_cached = family == Family::Dream && cache != CacheMode::None;
     let block_length = match (merged.block_length, family) {
         (Some(b), _) => Some(b),
-        (None, Family::Llada | Family::Bd3lm) => Some(FALLBACK_BLOCK_LENGTH),
+        (None, Family::Llada | Family::Bd3lm | Family::Sdar) => Some(FALLBACK_BLOCK_LENGTH),
         (None, Family::Dream) if dream_cached => Some(FALLBACK_BLOCK_LENGTH),
         (None, Family::Dream) => None,
     };
@@ -103,13 +103,13 @@ pub fn resolve(
     let schedule = match block_length {
         Some(0) => bail!("--block-length must be at least 1"),
         Some(b) => {
-            let b = if flags.block_length.is_none() && b > gen_length && family != Family::Bd3lm {
+            let b = if flags.block_length.is_none() && b > gen_length && !family.block_diffusion() {
                 gen_length
             } else {
                 b
             };
             // Block diffusion allows a shorter last block (dllm's `cur_block_len`).
-            if !gen_length.is_multiple_of(b) && family != Family::Bd3lm {
+            if !gen_length.is_multiple_of(b) && !family.block_diffusion() {
                 bail!(
                     "--gen-length {gen_length} is not a multiple of --block-length {b}; \
                      choose a gen-length that is a whole number of blocks"
@@ -133,7 +133,7 @@ pub fn resolve(
         Schedule::Timesteps { .. } => 1,
     };
     // Block diffusion spreads the steps itself (ceil per block); the others need a whole number.
-    let whole_blocks = family != Family::Bd3lm;
+    let whole_blocks = !family.block_diffusion();
     let steps = match flags.steps {
         Some(s) => s,
         None => {
@@ -183,7 +183,7 @@ pub fn resolve(
         );
     }
     let mut strategy = merged.strategy.unwrap_or(match family {
-        Family::Llada | Family::Bd3lm => Strategy::Confidence,
+        Family::Llada | Family::Bd3lm | Family::Sdar => Strategy::Confidence,
         Family::Dream => Strategy::Entropy,
     });
     // Dream's order is fixed by Fast-dLLM: a threshold compares token probabilities (its
@@ -204,7 +204,7 @@ pub fn resolve(
         strategy = only;
     }
     let allowed: &[Strategy] = match family {
-        Family::Llada | Family::Bd3lm => &[Strategy::Confidence, Strategy::Random],
+        Family::Llada | Family::Bd3lm | Family::Sdar => &[Strategy::Confidence, Strategy::Random],
         Family::Dream => &[
             Strategy::Confidence,
             Strategy::Margin,
@@ -245,7 +245,7 @@ pub fn resolve(
             (block_diffusion, "block-diffusion"),
         ],
         Family::Dream => [(llada, "LLaDA"), (block_diffusion, "block-diffusion")],
-        Family::Bd3lm => [(dream, "Dream-family"), (llada, "LLaDA")],
+        Family::Bd3lm | Family::Sdar => [(dream, "Dream-family"), (llada, "LLaDA")],
     };
     for (flags, owner) in foreign {
         if let Some((flag, _)) = flags.iter().find(|(_, set)| *set) {
@@ -267,7 +267,7 @@ pub fn resolve(
     if merged.steps_per_block == Some(0) {
         bail!("--steps-per-block must be at least 1");
     }
-    if cache == CacheMode::Dual && family == Family::Bd3lm {
+    if cache == CacheMode::Dual && family.block_diffusion() {
         bail!("--cache dual is Fast-dLLM's cache for bidirectional models; block diffusion caches exactly with prefix (or none)");
     }
     if cache != CacheMode::None && family == Family::Llada && cfg_scale > 0.0 {
@@ -279,7 +279,7 @@ pub fn resolve(
     if dream_cached && !adaptive && steps / blocks < 2 {
         bail!("--steps {steps}: Dream with --cache needs at least 2 steps per block ({blocks} blocks), or --threshold or --entropy-bound");
     }
-    if family == Family::Bd3lm && cfg_scale > 0.0 {
+    if family.block_diffusion() && cfg_scale > 0.0 {
         bail!("--cfg-scale is not supported for block diffusion");
     }
     Ok(Params {

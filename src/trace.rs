@@ -95,7 +95,7 @@ impl TraceWriter {
             prompt: prompt.to_string(),
             prompt_tokens: prompt_tokens.to_vec(),
             gen_length: params.gen_length,
-            blocks: params.blocks().len(),
+            blocks: params.blocks(prompt_tokens.len()).len(),
             total_steps: params.steps,
             block_length: params.schedule.block_length(),
             mask_token: session.tokenizer.special.mask,

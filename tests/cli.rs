@@ -426,7 +426,7 @@ fn parity_cases_through_the_command_line() -> Result {
             ran += 1;
         }
     }
-    assert!(ran >= 43, "only {ran} cases ran through the CLI");
+    assert!(ran >= 57, "only {ran} cases ran through the CLI");
     Ok(())
 }
 
@@ -442,7 +442,8 @@ fn cli_args(case: &Value) -> Option<Vec<String>> {
         "fastdllm.generate"
         | "fastdllm.generate_with_prefix_cache"
         | "fastdllm.generate_with_dual_cache"
-        | "dllm.BD3LMSampler.sample" => match s["remasking"].as_str()? {
+        | "dllm.BD3LMSampler.sample"
+        | "sdar.block_diffusion_generate" => match s["remasking"].as_str()? {
             "random" => "random",
             _ => "confidence",
         },

@@ -242,7 +242,7 @@ pub fn run(args: &BenchArgs) -> Result<()> {
                 mode: "generate",
                 seq: prompt.len() + p.gen_length,
                 past: 0,
-                head_rows: p.blocks()[0].len(),
+                head_rows: p.blocks(prompt.len())[0].len(),
                 forward_s: secs / g.nfe.max(1) as f64,
                 min_s: secs / g.nfe.max(1) as f64,
                 runs: 1,

@@ -45,7 +45,7 @@ impl Config {
                 cfg.validate().map_err(|e| anyhow!(e))?;
                 Ok(Config::Llada(cfg))
             }
-            Arch::Dream | Arch::Bd3lm => {
+            Arch::Dream | Arch::Bd3lm | Arch::Sdar => {
                 let cfg: qwen::Config =
                     serde_json::from_value(json.clone()).map_err(|e| anyhow!("{e}"))?;
                 cfg.validate().map_err(|e| anyhow!(e))?;
