@@ -14,6 +14,11 @@
    step as a full forward of prompt + canvas: `torch_forward.py --seq 288` times 64.
 3. The same for the Dream family's network at Qwen2.5-0.5B's shape (`--random qwen2.5-0.5b`;
    with a cache, Fast-dLLM's Dream block sampler, whose block-start pass also decodes a token).
+4. SDAR at SDAR-1.7B's shape (`--random sdar-1.7b`): 256 tokens in blocks of 4, 4 steps each,
+   after a 32-token prompt. SDAR's generate.py runs each step, and each block's final store, as
+   one forward of the 4-token block against the cached prefix: 5 passes per block at prefix
+   32 + 4b. torch_forward.py has no such shape, so it is registered before its main() runs;
+   the step time is measured at prefixes 32, 160 and 288 and interpolated linearly between.
 
 Random weights cannot be confident, so both engines follow the fixed schedule (a fixed number of
 tokens per step), as real models at temperature 0 do without a threshold.
@@ -31,6 +36,18 @@ def torch_step(a, shape, seq, past, dtype):
     return r["median_s"]
 
 
+# SDAR-1.7B for torch_forward.py's SHAPES: Qwen3-1.7B (block-diffusion-spec 2.1), untied head.
+SDAR_SHAPE = '("qwen3", 2048, 28, 16, 8, 128, 6144, 151936, False, True, False)'
+
+
+def torch_sdar_step(a, past, dtype):
+    code = (f"import sys; sys.path.insert(0, {os.path.dirname(os.path.abspath(a.torch_script))!r}); "
+            f"import torch_forward as tf; tf.SHAPES['sdar-1.7b'] = {SDAR_SHAPE}; "
+            f"sys.argv = ['torch_forward.py', '--shape', 'sdar-1.7b', '--seq', '4', '--past', '{past}', "
+            f"'--dtype', '{dtype}', '--threads', '{a.threads}', '--repeats', '{a.repeats}']; tf.main()")
+    return run_json([a.python, "-c", code])["median_s"]
+
+
 def dcoder_generate(a, shape, dtype, extra):
     return run_json([a.dcoder, "bench", "--random", shape, "--dtype", dtype, "--threads", str(a.threads),
                      "--prompt-tokens", "32", "--json"] + extra)
@@ -44,6 +61,7 @@ def main():
     ap.add_argument("--skip-blocks", action="store_true", help="skip section 1")
     ap.add_argument("--skip-llada", action="store_true", help="skip section 2")
     ap.add_argument("--skip-dream", action="store_true", help="skip section 3")
+    ap.add_argument("--skip-sdar", action="store_true", help="skip section 4")
     ap.add_argument("--python", default=os.path.join(ROOT, ".venv-torch/bin/python"))
     ap.add_argument("--torch-script", default=os.path.join(ROOT, "../shared/bench/torch_forward.py"))
     ap.add_argument("--dcoder", default=os.path.join(ROOT, "target/release/dcoder"))
@@ -56,6 +74,25 @@ def main():
         caches(a, "llada-small", dtype)
     if not a.skip_dream:
         caches(a, "qwen2.5-0.5b", dtype)
+    if not a.skip_sdar:
+        sdar(a, dtype)
+
+
+def sdar(a, dtype):
+    """Section 4: SDAR's 4-token blocks against the reference's block steps."""
+    print(f"## SDAR, sdar-1.7b shape, 256 tokens, blocks of 4 in 4 steps, {dtype}, {a.threads} threads")
+    at = {p: torch_sdar_step(a, p, dtype) for p in (32, 160, 288)}
+
+    def step(past):  # linear between the measured prefixes
+        lo, hi = (32, 160) if past <= 160 else (160, 288)
+        return at[lo] + (at[hi] - at[lo]) * (past - lo) / (hi - lo)
+
+    torch_s = sum(5 * step(32 + 4 * b) for b in range(64))
+    r = dcoder_generate(a, "sdar-1.7b", dtype, ["--gen-length", "256"])
+    torch_tps = 256 / torch_s
+    print(f"dcoder {r['tokens_per_s']:.2f} tok/s ({r['forward_s']:.3f} s/forward, {r['nfe']} forwards); "
+          f"torch {torch_tps:.2f} tok/s ({torch_s / 320:.3f} s/forward, 320 forwards): "
+          f"{r['tokens_per_s'] / torch_tps:.2f}x", flush=True)
 
 
 def block_diffusion(a):
