@@ -810,13 +810,13 @@ fn block_diffusion<F: FnMut(&Step) -> ControlFlow<()>>(
         steps_per_block = steps_per_block.min(bs);
     }
     // Reveal counts for a block of `len` masks (SDAR splits a whole block, whatever its masks).
-    let counts = |len: usize| match sdar {
+    let schedule = |len: usize| match sdar {
         true => transfer_counts(bs, steps_per_block),
         false => bd3lm_counts(len, steps_per_block),
     };
     run.total = match params.parallel() {
         Some(_) => params.gen_length,
-        None => blocks.iter().map(|b| counts(b.len()).len()).sum(),
+        None => blocks.iter().map(|b| schedule(b.len()).len()).sum(),
     };
     let pad = if sdar { None } else { run.special.pad };
     let visible = |t: u32| Some(t) != pad;
@@ -854,7 +854,7 @@ fn block_diffusion<F: FnMut(&Step) -> ControlFlow<()>>(
         // Where the block's pass begins: its grid line, inside the prompt for SDAR's first.
         let first = if sdar { start - start % bs } else { start };
         end = span.end;
-        let counts = counts(span.len());
+        let counts = schedule(span.len());
         // The block's positions, fixed at its start (all visible).
         let block_positions: Vec<u32> =
             (next_position..next_position + (stop_at - first) as u32).collect();
