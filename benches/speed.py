@@ -36,7 +36,7 @@ def torch_step(a, shape, seq, past, dtype):
     return r["median_s"]
 
 
-# SDAR-1.7B for torch_forward.py's SHAPES: Qwen3-1.7B (block-diffusion-spec 2.1), untied head.
+# SDAR-1.7B for torch_forward.py's SHAPES: Qwen3-1.7B (JetAstra/SDAR-1.7B-Chat config.json), untied head.
 SDAR_SHAPE = '("qwen3", 2048, 28, 16, 8, 128, 6144, 151936, False, True, False)'
 
 

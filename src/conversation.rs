@@ -1,7 +1,7 @@
 //! A conversation: turns of user prompts and model answers, and the prompt ids of the next turn.
 //!
 //! The multi-turn rule is the model family's (models.toml `chat`):
-//! - `carry-tokens` (LLaDA `chat.py`, reference-spec 1.7): the template is rendered for the new
+//! - `carry-tokens` (ML-GSAI/LLaDA `chat.py`): the template is rendered for the new
 //!   user message alone; from the second turn its leading BOS is dropped and it is appended to
 //!   the previous prompt + answer tokens, from which every EOS has been removed;
 //! - `rerender` (Dream demos): the whole message list is rendered again each turn, the

@@ -17,7 +17,7 @@ use anyhow::Result;
 
 use crate::canvas::{Frame, FrameBuilder};
 use crate::conversation::Conversation;
-use crate::diffusion::Params;
+use crate::diffusion::Plan;
 use crate::session::Session;
 use crate::trace::TraceWriter;
 
@@ -68,7 +68,7 @@ pub struct Engine {
     pub session: Session,
     pub conversation: Conversation,
     /// Sampler parameters; each request sets its own seed.
-    pub params: Params,
+    pub plan: Plan,
     /// Writes every step of the first generation as JSON lines (`--trace`).
     pub trace: Option<PathBuf>,
 }
@@ -120,14 +120,15 @@ impl Engine {
         emit: &impl Fn(EngineEvent) -> bool,
     ) -> Result<EngineEvent> {
         let (prompt_text, prompt) = self.conversation.prompt(user, &self.session.tokenizer)?;
-        let params = Params {
+        let plan = Plan {
             seed,
-            ..self.params.clone()
+            ..self.plan.clone()
         };
-        let blocks = params.blocks(prompt.len());
-        let total = params.steps;
+        let blocks = plan.blocks(prompt.len());
+        // The same count every step reports, so the gauge does not jump after the first.
+        let total = plan.total_steps(prompt.len());
         emit(EngineEvent::Started(Frame::blank(
-            params.gen_length,
+            plan.gen_length,
             blocks[0].clone(),
             blocks.len(),
             total,
@@ -138,16 +139,16 @@ impl Engine {
                 &self.session,
                 &prompt_text,
                 &prompt,
-                &params,
+                &plan,
             )?),
             None => None,
         };
         // A second handle on the tokenizer, so the frame builder can read it while the session
         // runs the model.
         let tokenizer = self.session.tokenizer.clone();
-        let mut builder = FrameBuilder::new(&tokenizer, params.gen_length);
+        let mut builder = FrameBuilder::new(&tokenizer, plan.gen_length);
         let mut failure = None;
-        let generation = self.session.generate(&prompt, &params, |step| {
+        let generation = self.session.generate(&prompt, &plan, |step| {
             let frame = match builder.frame(step) {
                 Ok(frame) => frame,
                 Err(e) => {
@@ -182,7 +183,7 @@ impl Engine {
         let stats = Stats {
             steps: generation.steps,
             nfe: generation.nfe,
-            nfe_saved: params.steps.saturating_sub(generation.nfe),
+            nfe_saved: plan.steps.saturating_sub(generation.nfe),
             elapsed: generation.elapsed,
             tokens_per_s,
             stopped_early: generation.stopped_early,

@@ -3,10 +3,11 @@
 //! From the command line down to the tensors:
 //! - [`cli`]: flags; [`cmd`]: one file per subcommand.
 //! - [`registry`]: models.toml; [`hub`]: model folders, the HF cache and downloads;
-//!   [`settings`]: sampler settings in layers.
+//!   [`settings`]: sampler settings in layers, resolved once into a `diffusion::Plan`.
 //! - [`session`]: a checkpoint read and loaded; [`conversation`], [`chat_template`] and
 //!   [`tokenizer`]: prompts, turns and text.
-//! - [`diffusion`]: the denoising loop; [`sampler`]: per-position decisions.
+//! - [`diffusion`]: the denoising loop, one file per sampler (`llada`, `dream`, `dream_block`,
+//!   `block_diffusion`) beside the plan, schedules, decision and reveal rules they share.
 //! - [`model`]: the networks; [`device`]: device and dtype.
 //! - [`canvas`]: canvas ids to display text; [`engine`]: the generation thread of the live view;
 //!   [`tui`]: the live view (one-shot, chat, replay); [`trace`]: `--trace` files.
@@ -27,7 +28,6 @@ mod parity;
 mod progress_line;
 mod registry;
 mod report;
-mod sampler;
 mod session;
 mod settings;
 mod tokenizer;

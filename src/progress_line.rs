@@ -75,7 +75,7 @@ pub fn describe(step: &Step, mask: u32) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::diffusion::Reveal;
+    use crate::diffusion::step::Reveal;
 
     #[test]
     fn describes_counts_and_rate() {

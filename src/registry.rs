@@ -10,8 +10,9 @@ use std::sync::LazyLock;
 use anyhow::{bail, Result};
 use serde::Deserialize;
 
-use crate::diffusion::Family;
-use crate::settings::Defaults;
+use crate::diffusion::plan::BlockGrid;
+use crate::model::Body;
+use crate::settings::{Defaults, Family};
 
 const MODELS_TOML: &str = include_str!("../models.toml");
 
@@ -33,6 +34,24 @@ pub enum Arch {
 }
 
 impl Arch {
+    /// The reference sampler this architecture's models follow.
+    pub fn family(self) -> Family {
+        match self {
+            Arch::Llada => Family::Llada,
+            Arch::Dream => Family::Dream,
+            Arch::Bd3lm => Family::BlockDiffusion(BlockGrid::BD3LM),
+            Arch::Sdar => Family::BlockDiffusion(BlockGrid::SDAR),
+        }
+    }
+
+    /// The network body its checkpoints load into.
+    pub fn body(self) -> Body {
+        match self {
+            Arch::Llada => Body::Llada,
+            Arch::Dream | Arch::Bd3lm | Arch::Sdar => Body::Qwen,
+        }
+    }
+
     pub fn name(self) -> &'static str {
         match self {
             Arch::Llada => "llada",
@@ -65,8 +84,6 @@ pub struct ArchSpec {
     /// End-of-turn token text (besides EOS and pad), if the family has one.
     pub eot_token: Option<String>,
     pub chat: ChatRule,
-    /// The per-position decision rule and schedule family.
-    pub sampler: Family,
     /// Logit row `i - 1` predicts position `i` (models adapted from autoregressive ones).
     #[serde(default)]
     pub shift_logits: bool,

@@ -2,7 +2,8 @@
 
 use serde::Serialize;
 
-use crate::diffusion::{CacheMode, Generation, Params, Strategy};
+use crate::diffusion::decision::DecisionRule;
+use crate::diffusion::{CacheMode, Generation, Plan, Strategy};
 
 #[derive(Debug, Serialize)]
 pub struct Report {
@@ -65,26 +66,29 @@ pub struct Settings {
     pub seed: u64,
 }
 
-impl From<&Params> for Settings {
-    fn from(p: &Params) -> Self {
-        let (block_length, eps) = (p.schedule.block_length(), p.schedule.eps());
+impl From<&Plan> for Settings {
+    fn from(p: &Plan) -> Self {
+        let (top_p, top_k) = match p.decision {
+            DecisionRule::Dream { top_p, top_k, .. } => (top_p, top_k),
+            DecisionRule::Llada { .. } => (None, None),
+        };
         Settings {
             gen_length: p.gen_length,
-            block_length,
-            eps,
+            block_length: p.block_length(),
+            eps: p.eps(),
             steps: p.steps,
-            strategy: p.strategy,
-            temperature: p.temperature,
-            top_p: p.top_p,
-            top_k: p.top_k,
-            alg_temp: p.alg_temp,
-            cfg_scale: p.cfg_scale,
+            strategy: p.decision.strategy(),
+            temperature: p.decision.temperature(),
+            top_p,
+            top_k,
+            alg_temp: p.alg_temp(),
+            cfg_scale: p.cfg_scale(),
             suppress_eos: p.suppress_eos,
             eos_last: p.eos_last,
-            threshold: p.threshold,
-            entropy_bound: p.entropy_bound,
-            cache: p.cache,
-            steps_per_block: p.steps_per_block,
+            threshold: p.threshold(),
+            entropy_bound: p.entropy_bound(),
+            cache: p.cache(),
+            steps_per_block: p.steps_per_block_flag(),
             early_stop: p.early_stop,
             seed: p.seed,
         }

@@ -13,7 +13,7 @@ use serde_json::Value;
 use crate::chat_template::ChatTemplate;
 use crate::conversation::Conversation;
 use crate::device::{available_memory, describe, pick_device, pick_dtype};
-use crate::diffusion::{self, Generation, Params, Step};
+use crate::diffusion::{self, Generation, Plan, Step};
 use crate::hub::{self, Source};
 use crate::model::{Config, Model, Precision, Weights};
 use crate::registry::{Arch, ArchSpec, Registry};
@@ -97,7 +97,7 @@ impl Checkpoint {
             Some(spec) => spec.arch,
             None => detect_arch(&config_json, registry, &files.config)?,
         };
-        let config = Config::parse(arch, &config_json).with_context(|| {
+        let config = Config::parse(arch.body(), &config_json).with_context(|| {
             format!(
                 "{}: unusable {} config",
                 files.config.display(),
@@ -118,16 +118,6 @@ impl Checkpoint {
             config,
             registry: source.spec().is_some(),
         })
-    }
-
-    /// Sampler parameters: `flags` over this model's defaults.
-    pub fn params(&self, flags: &Defaults, seed: u64) -> Result<Params> {
-        settings::resolve(
-            flags,
-            &self.defaults,
-            Registry::builtin()?.arch(self.arch)?,
-            seed,
-        )
     }
 
     /// Number of weights the config describes.
@@ -219,13 +209,6 @@ impl Session {
         })
     }
 
-    /// Sampler parameters: `flags` over this model's defaults (the parity tests' way in; the
-    /// commands resolve flags on the [`Checkpoint`], before the weights load).
-    #[cfg(test)]
-    pub fn params(&self, flags: &Defaults, seed: u64) -> Result<Params> {
-        settings::resolve(flags, &self.defaults, self.arch_spec, seed)
-    }
-
     /// A conversation with this model's template (unless `raw`) and multi-turn rule.
     pub fn conversation(&self, raw: bool, system: Option<String>) -> Result<Conversation> {
         if raw && system.is_some() {
@@ -244,26 +227,26 @@ impl Session {
         ))
     }
 
-    /// Runs the sampler on `prompt`.
+    /// Runs the plan on `prompt`.
     pub fn generate(
         &mut self,
         prompt: &[u32],
-        params: &Params,
+        plan: &Plan,
         on_step: impl FnMut(&Step) -> ControlFlow<()>,
     ) -> Result<Generation> {
-        let total = prompt.len() + params.gen_length;
+        let total = prompt.len() + plan.gen_length;
         if total > self.max_positions {
             bail!(
                 "the prompt ({} tokens) plus --gen-length {} is {total} tokens, more than the {} the model handles; shorten the prompt or lower --gen-length",
                 prompt.len(),
-                params.gen_length,
+                plan.gen_length,
                 self.max_positions
             );
         }
         diffusion::generate(
             &mut self.model,
             prompt,
-            params,
+            plan,
             &self.tokenizer.special.ids(),
             on_step,
         )
@@ -276,6 +259,19 @@ impl Session {
     pub fn dtype_name(&self) -> &'static str {
         self.model.precision().name()
     }
+}
+
+/// The plan for a model of `arch` whose card's defaults are `defaults`: `flags` over them, over
+/// the architecture's. The one place settings are resolved for a run.
+pub fn plan_for(arch: Arch, defaults: &Defaults, flags: &Defaults, seed: u64) -> Result<Plan> {
+    let spec = Registry::builtin()?.arch(arch)?;
+    settings::resolve(
+        flags,
+        &defaults.over(&spec.defaults),
+        arch.family(),
+        spec.shift_logits,
+        seed,
+    )
 }
 
 /// `--dtype` if given; else the device default, except that on the CPU a model whose f32 copy

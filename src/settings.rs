@@ -1,12 +1,25 @@
 //! Sampler settings in layers: built-in fallbacks < architecture defaults < the model card's
 //! defaults (both from models.toml) < command-line flags, merged field by field, then checked
-//! once into [`diffusion::Params`](crate::diffusion::Params).
+//! once into the typed [`Plan`] the drivers run.
 
 use anyhow::{bail, Result};
 use serde::Deserialize;
 
-use crate::diffusion::{CacheMode, Family, Params, Schedule, Strategy};
-use crate::registry::ArchSpec;
+use crate::diffusion::decision::{DecisionRule, Strategy};
+use crate::diffusion::plan::{
+    BlockGrid, CacheMode, Driver, FastDllmCache, FullPass, Plan, RevealRule,
+};
+
+/// Which reference sampler a model follows: what `resolve` needs to know of its architecture.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Family {
+    /// LLaDA's `generate()`.
+    Llada,
+    /// Dream's `diffusion_generate()`; the logit shift is a separate fact of the architecture.
+    Dream,
+    /// Block diffusion on the given grid (BD3LM, SDAR).
+    BlockDiffusion(BlockGrid),
+}
 
 /// Sampler settings where every field may be absent: one layer of the stack.
 #[derive(Debug, Clone, Default, PartialEq, Deserialize)]
@@ -62,7 +75,8 @@ const FALLBACK_BLOCK_LENGTH: usize = 32;
 /// Dream's `DreamGenerationConfig` default.
 const FALLBACK_EPS: f64 = 1e-3;
 
-/// Resolves `flags` over `defaults` into checked parameters for a model of family `arch`.
+/// Resolves `flags` over `defaults` into the checked plan for a model of `family`
+/// (`shift_logits`: logit row `i - 1` predicts position `i`).
 ///
 /// The schedule is blocks when a block length is set (LLaDA and block-diffusion defaults
 /// always set one) and Dream's timesteps otherwise. When the flags change `--gen-length` but
@@ -74,25 +88,26 @@ const FALLBACK_EPS: f64 = 1e-3;
 pub fn resolve(
     flags: &Defaults,
     defaults: &Defaults,
-    arch: &ArchSpec,
+    family: Family,
+    shift_logits: bool,
     seed: u64,
-) -> Result<Params> {
+) -> Result<Plan> {
     let merged = flags.over(defaults);
-    let family = arch.sampler;
+    let block_diffusion = matches!(family, Family::BlockDiffusion(_));
     let gen_length = merged.gen_length.unwrap_or(FALLBACK_GEN_LENGTH);
     if gen_length == 0 {
         bail!("--gen-length must be at least 1");
     }
     let cache = merged.cache.unwrap_or(match family {
         // The exact cache is the point of block diffusion.
-        Family::Bd3lm | Family::Sdar => CacheMode::Prefix,
+        Family::BlockDiffusion(_) => CacheMode::Prefix,
         Family::Llada | Family::Dream => CacheMode::None,
     });
     // Fast-dLLM's Dream caches work block by block (its default block: 32).
     let dream_cached = family == Family::Dream && cache != CacheMode::None;
     let block_length = match (merged.block_length, family) {
         (Some(b), _) => Some(b),
-        (None, Family::Llada | Family::Bd3lm | Family::Sdar) => Some(FALLBACK_BLOCK_LENGTH),
+        (None, Family::Llada | Family::BlockDiffusion(_)) => Some(FALLBACK_BLOCK_LENGTH),
         (None, Family::Dream) if dream_cached => Some(FALLBACK_BLOCK_LENGTH),
         (None, Family::Dream) => None,
     };
@@ -100,40 +115,28 @@ pub fn resolve(
     if !(eps > 0.0 && eps < 1.0) {
         bail!("--eps must be between 0 and 1 (exclusive), got {eps}");
     }
-    let schedule = match block_length {
+    let block_length = match block_length {
         Some(0) => bail!("--block-length must be at least 1"),
         Some(b) => {
-            let b = if flags.block_length.is_none() && b > gen_length && !family.block_diffusion() {
+            let b = if flags.block_length.is_none() && b > gen_length && !block_diffusion {
                 gen_length
             } else {
                 b
             };
             // Block diffusion allows a shorter last block (dllm's `cur_block_len`).
-            if !gen_length.is_multiple_of(b) && !family.block_diffusion() {
+            if !gen_length.is_multiple_of(b) && !block_diffusion {
                 bail!(
                     "--gen-length {gen_length} is not a multiple of --block-length {b}; \
                      choose a gen-length that is a whole number of blocks"
                 );
             }
-            if dream_cached {
-                Schedule::BlockTimesteps {
-                    block_length: b,
-                    eps,
-                }
-            } else {
-                Schedule::Blocks { block_length: b }
-            }
+            Some(b)
         }
-        None => Schedule::Timesteps { eps },
+        None => None,
     };
-    let blocks = match schedule {
-        Schedule::Blocks { block_length } | Schedule::BlockTimesteps { block_length, .. } => {
-            gen_length.div_ceil(block_length)
-        }
-        Schedule::Timesteps { .. } => 1,
-    };
+    let blocks = block_length.map_or(1, |b| gen_length.div_ceil(b));
     // Block diffusion spreads the steps itself (ceil per block); the others need a whole number.
-    let whole_blocks = !family.block_diffusion();
+    let whole_blocks = !block_diffusion;
     let steps = match flags.steps {
         Some(s) => s,
         None => {
@@ -183,7 +186,7 @@ pub fn resolve(
         );
     }
     let mut strategy = merged.strategy.unwrap_or(match family {
-        Family::Llada | Family::Bd3lm | Family::Sdar => Strategy::Confidence,
+        Family::Llada | Family::BlockDiffusion(_) => Strategy::Confidence,
         Family::Dream => Strategy::Entropy,
     });
     // Dream's order is fixed by Fast-dLLM: a threshold compares token probabilities (its
@@ -204,7 +207,7 @@ pub fn resolve(
         strategy = only;
     }
     let allowed: &[Strategy] = match family {
-        Family::Llada | Family::Bd3lm | Family::Sdar => &[Strategy::Confidence, Strategy::Random],
+        Family::Llada | Family::BlockDiffusion(_) => &[Strategy::Confidence, Strategy::Random],
         Family::Dream => &[
             Strategy::Confidence,
             Strategy::Margin,
@@ -223,7 +226,7 @@ pub fn resolve(
             names.join(", ")
         );
     }
-    if strategy == Strategy::Origin && !matches!(schedule, Schedule::Timesteps { .. }) {
+    if strategy == Strategy::Origin && block_length.is_some() {
         bail!("--strategy origin follows Dream's timestep schedule; drop --block-length");
     }
     // Flags of another family's sampler are errors rather than silently ignored.
@@ -237,15 +240,15 @@ pub fn resolve(
         ("--cfg-scale", cfg_scale > 0.0),
         ("--eos-last", merged.eos_last == Some(true)),
     ];
-    let block_diffusion: &[(&str, bool)] =
+    let block_diffusion_flags: &[(&str, bool)] =
         &[("--steps-per-block", flags.steps_per_block.is_some())];
     let foreign: [(&[(&str, bool)], &str); 2] = match family {
         Family::Llada => [
             (dream, "Dream-family"),
-            (block_diffusion, "block-diffusion"),
+            (block_diffusion_flags, "block-diffusion"),
         ],
-        Family::Dream => [(llada, "LLaDA"), (block_diffusion, "block-diffusion")],
-        Family::Bd3lm | Family::Sdar => [(dream, "Dream-family"), (llada, "LLaDA")],
+        Family::Dream => [(llada, "LLaDA"), (block_diffusion_flags, "block-diffusion")],
+        Family::BlockDiffusion(_) => [(dream, "Dream-family"), (llada, "LLaDA")],
     };
     for (flags, owner) in foreign {
         if let Some((flag, _)) = flags.iter().find(|(_, set)| *set) {
@@ -267,7 +270,7 @@ pub fn resolve(
     if merged.steps_per_block == Some(0) {
         bail!("--steps-per-block must be at least 1");
     }
-    if cache == CacheMode::Dual && family.block_diffusion() {
+    if cache == CacheMode::Dual && block_diffusion {
         bail!("--cache dual is Fast-dLLM's cache for bidirectional models; block diffusion caches exactly with prefix (or none)");
     }
     if cache != CacheMode::None && family == Family::Llada && cfg_scale > 0.0 {
@@ -279,27 +282,69 @@ pub fn resolve(
     if dream_cached && !adaptive && steps / blocks < 2 {
         bail!("--steps {steps}: Dream with --cache needs at least 2 steps per block ({blocks} blocks), or --threshold or --entropy-bound");
     }
-    if family.block_diffusion() && cfg_scale > 0.0 {
+    if block_diffusion && cfg_scale > 0.0 {
         bail!("--cfg-scale is not supported for block diffusion");
     }
-    Ok(Params {
+    let fast_dllm = match cache {
+        CacheMode::None => None,
+        CacheMode::Prefix => Some(FastDllmCache::Prefix),
+        CacheMode::Dual => Some(FastDllmCache::Dual),
+    };
+    let driver = match (family, block_length, fast_dllm) {
+        (Family::BlockDiffusion(grid), b, _) => Driver::BlockDiffusion {
+            grid,
+            block_length: b.unwrap_or(FALLBACK_BLOCK_LENGTH),
+            steps_per_block: merged.steps_per_block,
+            exact_cache: cache != CacheMode::None,
+        },
+        (Family::Dream, Some(block_length), Some(cache)) => Driver::DreamBlocks {
+            block_length,
+            steps_per_block: steps / blocks,
+            eps,
+            cache,
+        },
+        (_, Some(block_length), fast_dllm) => Driver::Blocks {
+            block_length,
+            steps_per_block: steps / blocks,
+            pass: match fast_dllm {
+                Some(cache) => FullPass::Cached(cache),
+                None => FullPass::Recompute { cfg_scale },
+            },
+        },
+        (_, None, _) => Driver::Timesteps {
+            eps,
+            steps,
+            origin: strategy == Strategy::Origin,
+        },
+    };
+    let dynamic = matches!(family, Family::BlockDiffusion(g) if g.dynamic_threshold);
+    let reveal = match (threshold, entropy_bound) {
+        (Some(t), _) if dynamic => RevealRule::Dynamic(t),
+        (Some(t), _) => RevealRule::Threshold(t),
+        (None, Some(e)) => RevealRule::EntropyBound(e),
+        (None, None) => RevealRule::Scheduled { alg_temp },
+    };
+    let decision = match family {
+        Family::Dream => DecisionRule::Dream {
+            strategy,
+            temperature,
+            top_p,
+            top_k,
+        },
+        Family::Llada | Family::BlockDiffusion(_) => DecisionRule::Llada {
+            strategy,
+            temperature,
+        },
+    };
+    Ok(Plan {
         gen_length,
         steps,
-        schedule,
-        family,
-        shift_logits: arch.shift_logits,
-        strategy,
-        temperature,
-        top_p,
-        top_k,
-        alg_temp,
-        cfg_scale,
+        driver,
+        decision,
+        reveal,
+        shift_logits,
         suppress_eos: merged.suppress_eos.unwrap_or(false),
         eos_last: merged.eos_last.unwrap_or(false),
-        threshold,
-        entropy_bound,
-        cache,
-        steps_per_block: merged.steps_per_block,
         early_stop: merged.early_stop.unwrap_or(false),
         seed,
     })
@@ -309,22 +354,26 @@ pub fn resolve(
 mod tests {
     use super::*;
 
-    fn arch(family: Family) -> ArchSpec {
-        ArchSpec {
-            model_types: vec![],
-            mask_token: None,
-            eot_token: None,
-            chat: crate::registry::ChatRule::CarryTokens,
-            sampler: family,
-            shift_logits: family == Family::Dream,
-            bpe_split_regex: None,
-            template_kwargs: Default::default(),
-            defaults: Defaults::default(),
-        }
+    /// `resolve` for a model of `family`, with the Dream family's logit shift.
+    fn resolve_for(
+        flags: &Defaults,
+        defaults: &Defaults,
+        family: Family,
+        seed: u64,
+    ) -> Result<Plan> {
+        resolve(flags, defaults, family, family == Family::Dream, seed)
     }
 
-    fn resolve_llada(flags: &Defaults, defaults: &Defaults, seed: u64) -> Result<Params> {
-        resolve(flags, defaults, &arch(Family::Llada), seed)
+    fn resolve_llada(flags: &Defaults, defaults: &Defaults, seed: u64) -> Result<Plan> {
+        resolve_for(flags, defaults, Family::Llada, seed)
+    }
+
+    fn blocks(block_length: usize, steps_per_block: usize) -> Driver {
+        Driver::Blocks {
+            block_length,
+            steps_per_block,
+            pass: FullPass::Recompute { cfg_scale: 0.0 },
+        }
     }
 
     fn llada() -> Defaults {
@@ -343,10 +392,9 @@ mod tests {
             ..Default::default()
         };
         let p = resolve_llada(&flags, &llada(), 7)?;
-        let blocks = Schedule::Blocks { block_length: 32 };
         assert_eq!(
-            (p.gen_length, p.schedule, p.steps, p.seed),
-            (128, blocks, 64, 7)
+            (p.gen_length, p.driver, p.steps, p.seed),
+            (128, blocks(32, 16), 64, 7)
         );
         Ok(())
     }
@@ -373,10 +421,7 @@ mod tests {
             ..Default::default()
         };
         let p = resolve_llada(&flags, &llada(), 0)?;
-        assert_eq!(
-            (p.schedule, p.steps),
-            (Schedule::Blocks { block_length: 16 }, 16)
-        );
+        assert_eq!((p.driver, p.steps), (blocks(16, 16), 16));
         Ok(())
     }
 
@@ -428,9 +473,9 @@ mod tests {
             ..Default::default()
         };
         let p = resolve_llada(&eb, &card, 0)?;
-        assert_eq!((p.threshold, p.entropy_bound), (None, Some(0.35)));
+        assert_eq!(p.reveal, RevealRule::EntropyBound(0.35));
         let p = resolve_llada(&Defaults::default(), &card, 0)?;
-        assert_eq!((p.threshold, p.entropy_bound), (Some(0.9), None));
+        assert_eq!(p.reveal, RevealRule::Threshold(0.9));
         let both = Defaults {
             threshold: Some(0.9),
             ..eb.clone()
@@ -451,31 +496,36 @@ mod tests {
 
     #[test]
     fn dream_defaults_to_timesteps_unless_a_block_is_asked_for() -> Result<()> {
-        let dream = arch(Family::Dream);
+        let dream = Family::Dream;
         let flags = Defaults {
             gen_length: Some(64),
             steps: Some(64),
             ..Default::default()
         };
-        let p = resolve(&flags, &Defaults::default(), &dream, 0)?;
+        let p = resolve_for(&flags, &Defaults::default(), dream, 0)?;
+        let timesteps = Driver::Timesteps {
+            eps: 1e-3,
+            steps: 64,
+            origin: false,
+        };
         assert_eq!(
-            (p.schedule, p.strategy, p.shift_logits),
-            (Schedule::Timesteps { eps: 1e-3 }, Strategy::Entropy, true)
+            (p.driver, p.decision.strategy(), p.shift_logits),
+            (timesteps, Strategy::Entropy, true)
         );
-        let blocks = Defaults {
+        let with_blocks = Defaults {
             block_length: Some(32),
             ..flags.clone()
         };
         assert_eq!(
-            resolve(&blocks, &Defaults::default(), &dream, 0)?.schedule,
-            Schedule::Blocks { block_length: 32 }
+            resolve_for(&with_blocks, &Defaults::default(), dream, 0)?.driver,
+            blocks(32, 32)
         );
         Ok(())
     }
 
     #[test]
     fn dream_caches_follow_fast_dllm_blocks_and_order() -> Result<()> {
-        let dream = arch(Family::Dream);
+        let dream = Family::Dream;
         let card = Defaults {
             gen_length: Some(256),
             steps: Some(256),
@@ -486,13 +536,15 @@ mod tests {
             cache: Some(CacheMode::Dual),
             ..Default::default()
         };
-        let p = resolve(&cached, &card, &dream, 0)?;
+        let p = resolve_for(&cached, &card, dream, 0)?;
         assert_eq!(
-            (p.schedule, p.strategy, p.steps),
+            (p.driver, p.decision.strategy(), p.steps),
             (
-                Schedule::BlockTimesteps {
+                Driver::DreamBlocks {
                     block_length: 32,
-                    eps: 1e-3
+                    steps_per_block: 32,
+                    eps: 1e-3,
+                    cache: FastDllmCache::Dual,
                 },
                 Strategy::Entropy,
                 256
@@ -506,7 +558,7 @@ mod tests {
                 ..Default::default()
             };
             assert_eq!(
-                resolve(&flags, &card, &dream, 0)?.strategy,
+                resolve_for(&flags, &card, dream, 0)?.decision.strategy(),
                 Strategy::Confidence
             );
         }
@@ -528,7 +580,7 @@ mod tests {
         ];
         for flags in bad {
             assert!(
-                resolve(&flags, &card, &dream, 0).is_err(),
+                resolve_for(&flags, &card, dream, 0).is_err(),
                 "{flags:?} should be rejected"
             );
         }
@@ -537,8 +589,8 @@ mod tests {
 
     #[test]
     fn flags_of_the_other_sampler_and_foreign_strategies_are_errors() {
-        let dream = arch(Family::Dream);
-        let llada = arch(Family::Llada);
+        let dream = Family::Dream;
+        let llada = Family::Llada;
         let none = Defaults::default();
         let cases = [
             (
@@ -546,28 +598,28 @@ mod tests {
                     top_p: Some(0.9),
                     ..Default::default()
                 },
-                &llada,
+                llada,
             ),
             (
                 Defaults {
                     strategy: Some(Strategy::Entropy),
                     ..Default::default()
                 },
-                &llada,
+                llada,
             ),
             (
                 Defaults {
                     cfg_scale: Some(1.0),
                     ..Default::default()
                 },
-                &dream,
+                dream,
             ),
             (
                 Defaults {
                     strategy: Some(Strategy::Random),
                     ..Default::default()
                 },
-                &dream,
+                dream,
             ),
             (
                 Defaults {
@@ -575,28 +627,55 @@ mod tests {
                     block_length: Some(32),
                     ..Default::default()
                 },
-                &dream,
+                dream,
             ),
             (
                 Defaults {
                     eps: Some(1.5),
                     ..Default::default()
                 },
-                &dream,
+                dream,
             ),
             (
                 Defaults {
                     top_p: Some(0.0),
                     ..Default::default()
                 },
-                &dream,
+                dream,
             ),
         ];
         for (flags, arch) in cases {
             assert!(
-                resolve(&flags, &none, arch, 0).is_err(),
+                resolve_for(&flags, &none, arch, 0).is_err(),
                 "{flags:?} should be rejected"
             );
         }
+    }
+
+    #[test]
+    fn sdar_thresholds_are_dynamic_and_bd3lm_thresholds_are_fast_dllm() -> Result<()> {
+        let flags = Defaults {
+            threshold: Some(0.9),
+            ..Default::default()
+        };
+        let sdar = resolve_for(
+            &flags,
+            &Defaults::default(),
+            Family::BlockDiffusion(BlockGrid::SDAR),
+            0,
+        )?;
+        assert_eq!(sdar.reveal, RevealRule::Dynamic(0.9));
+        let bd3lm = resolve_for(
+            &flags,
+            &Defaults::default(),
+            Family::BlockDiffusion(BlockGrid::BD3LM),
+            0,
+        )?;
+        assert_eq!(bd3lm.reveal, RevealRule::Threshold(0.9));
+        assert_eq!(
+            (bd3lm.cache(), bd3lm.threshold()),
+            (CacheMode::Prefix, Some(0.9))
+        );
+        Ok(())
     }
 }

@@ -306,7 +306,6 @@ fn resolve_special(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::diffusion::Family;
     use crate::registry::{ArchSpec, ChatRule};
     use serde_json::json;
 
@@ -334,7 +333,6 @@ mod tests {
             mask_token: Some("<m>".into()),
             eot_token: Some("<eot>".into()),
             chat: ChatRule::CarryTokens,
-            sampler: Family::Llada,
             shift_logits: false,
             bpe_split_regex: None,
             template_kwargs: Default::default(),

@@ -20,7 +20,7 @@ use anyhow::{bail, Context, Result};
 use serde::{Deserialize, Serialize};
 
 use crate::canvas::{Cell, Frame};
-use crate::diffusion::{Generation, Params, Step};
+use crate::diffusion::{Generation, Plan, Step};
 use crate::session::Session;
 
 const VERSION: u32 = 1;
@@ -80,7 +80,7 @@ impl TraceWriter {
         session: &Session,
         prompt: &str,
         prompt_tokens: &[u32],
-        params: &Params,
+        plan: &Plan,
     ) -> Result<Self> {
         let file = File::create(path)
             .with_context(|| format!("--trace {}: cannot create the file", path.display()))?;
@@ -94,10 +94,10 @@ impl TraceWriter {
             arch: session.arch.name().to_string(),
             prompt: prompt.to_string(),
             prompt_tokens: prompt_tokens.to_vec(),
-            gen_length: params.gen_length,
-            blocks: params.blocks(prompt_tokens.len()).len(),
-            total_steps: params.steps,
-            block_length: params.schedule.block_length(),
+            gen_length: plan.gen_length,
+            blocks: plan.blocks(prompt_tokens.len()).len(),
+            total_steps: plan.total_steps(prompt_tokens.len()),
+            block_length: plan.block_length(),
             mask_token: session.tokenizer.special.mask,
         })?;
         Ok(w)

@@ -14,15 +14,14 @@ use serde_json::Value;
 
 use crate::cli::BenchArgs;
 use crate::device::{describe, pick_device, pick_dtype};
-use crate::diffusion::{self, Denoiser, SpecialIds};
+use crate::diffusion::{self, SpecialIds};
 use crate::hub::Source;
-use crate::model::kv_cache::CacheOp;
 use crate::model::random_weights::random_var_builder;
-use crate::model::{Config, Model, Pass, Precision};
+use crate::model::{CacheOp, Config, Denoiser, Model, Pass, Precision};
 use crate::registry::{Arch, Registry};
 use crate::report::rates;
-use crate::session::{Checkpoint, LoadOptions, Session};
-use crate::settings::{self, Defaults};
+use crate::session::{plan_for, Checkpoint, LoadOptions, Session};
+use crate::settings::Defaults;
 
 #[derive(Debug, Serialize)]
 struct BenchReport {
@@ -80,7 +79,7 @@ fn load(args: &BenchArgs) -> Result<Loaded> {
         }
         let shape = registry.shape(shape_name)?;
         let json = serde_json::to_value(&shape.config)?;
-        let config = Config::parse(shape.arch, &json)
+        let config = Config::parse(shape.arch.body(), &json)
             .with_context(|| format!("shape {shape_name} in models.toml"))?;
         let device = pick_device(&args.model.device)?;
         let dtype = pick_dtype(args.model.dtype.as_deref(), &device, false)?;
@@ -220,10 +219,10 @@ pub fn run(args: &BenchArgs) -> Result<()> {
             }
         }
         None => {
-            let p = settings::resolve(
-                &args.sampler.overrides(),
+            let p = plan_for(
+                arch,
                 &defaults,
-                Registry::builtin()?.arch(arch)?,
+                &args.sampler.overrides(),
                 args.sampler.seed,
             )?;
             let mut prompt = random_ids(args.prompt_tokens + 8);

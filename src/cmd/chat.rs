@@ -12,19 +12,19 @@ pub fn run(args: &ChatArgs) -> Result<u8> {
         bail!("the chat needs a terminal; for pipes give the prompt: dcoder \"...\" or echo \"...\" | dcoder");
     }
     let look = crate::cmd::look(&args.look)?;
-    let (session, params) = crate::cmd::load(&args.model, &args.sampler)?;
+    let (session, plan) = crate::cmd::load(&args.model, &args.sampler)?;
     let header = Header {
         model: session.label.clone(),
         device: session.device_name(),
         dtype: session.dtype_name().into(),
     };
     let conversation = session.conversation(args.no_chat_template, args.system.clone())?;
-    let seed = params.seed;
+    let seed = plan.seed;
     tui::chat(
         Engine {
             session,
             conversation,
-            params,
+            plan,
             trace: None,
         },
         header,

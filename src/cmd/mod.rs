@@ -10,37 +10,35 @@ pub mod replay;
 use anyhow::{anyhow, Result};
 
 use crate::cli::{LookArgs, ModelArgs, SamplerArgs};
-use crate::diffusion::Params;
+use crate::diffusion::Plan;
 use crate::hub::Source;
 use crate::registry::Registry;
-use crate::session::{Checkpoint, LoadOptions, Session};
-use crate::settings;
+use crate::session::{plan_for, Checkpoint, LoadOptions, Session};
 use crate::tui::highlight::syntax_for;
 use crate::tui::theme::Theme;
 use crate::tui::Look;
 
-/// Resolves `--model`, checks the sampler flags (before any download when the registry knows
-/// the model), fetches what is missing and loads the model.
-pub fn load(model: &ModelArgs, sampler: &SamplerArgs) -> Result<(Session, Params)> {
+/// Resolves `--model`, resolves the sampler flags into the plan once (before any download when
+/// the registry knows the model, else from the folder's or repo's config.json, before the
+/// weights load), fetches what is missing and loads the model.
+pub fn load(model: &ModelArgs, sampler: &SamplerArgs) -> Result<(Session, Plan)> {
     let registry = Registry::builtin()?;
     let source = Source::parse(model.model.as_deref(), registry)?;
     let flags = sampler.overrides();
-    if let Some(spec) = source.spec() {
-        let arch = registry.arch(spec.arch)?;
-        settings::resolve(
-            &flags,
-            &spec.defaults.over(&arch.defaults),
-            arch,
-            sampler.seed,
-        )?;
-    }
+    let known = match source.spec() {
+        Some(spec) => Some(plan_for(spec.arch, &spec.defaults, &flags, sampler.seed)?),
+        None => None,
+    };
     let checkpoint = Checkpoint::locate(&source)?;
-    let params = checkpoint.params(&flags, sampler.seed)?;
+    let plan = match known {
+        Some(plan) => plan,
+        None => plan_for(checkpoint.arch, &checkpoint.defaults, &flags, sampler.seed)?,
+    };
     let opts = LoadOptions {
         device: model.device.clone(),
         dtype: model.dtype.clone(),
     };
-    Ok((Session::load(checkpoint, &opts)?, params))
+    Ok((Session::load(checkpoint, &opts)?, plan))
 }
 
 /// The live view's look: `--theme`, `--lang`, and `NO_COLOR` from the environment.

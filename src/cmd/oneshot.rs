@@ -12,7 +12,7 @@ use anyhow::{bail, Context, Result};
 
 use crate::canvas::FrameBuilder;
 use crate::cli::RunArgs;
-use crate::diffusion::Params;
+use crate::diffusion::Plan;
 use crate::engine::Engine;
 use crate::progress_line::ProgressLine;
 use crate::report::{rates, Report, Settings};
@@ -50,17 +50,17 @@ pub const INTERRUPTED: u8 = 130;
 pub fn run(prompt: Option<String>, args: &RunArgs) -> Result<u8> {
     let prompt = read_prompt(prompt)?;
     let look = crate::cmd::look(&args.look)?;
-    let (session, params) = crate::cmd::load(&args.model, &args.sampler)?;
+    let (session, plan) = crate::cmd::load(&args.model, &args.sampler)?;
     let live = std::io::stdout().is_terminal() && !args.plain && !args.json;
     if live {
-        return run_live(session, params, prompt, args, look);
+        return run_live(session, plan, prompt, args, look);
     }
-    run_plain(session, params, prompt, args)
+    run_plain(session, plan, prompt, args)
 }
 
 fn run_live(
     session: Session,
-    params: Params,
+    plan: Plan,
     prompt: String,
     args: &RunArgs,
     look: tui::Look,
@@ -71,11 +71,11 @@ fn run_live(
         dtype: session.dtype_name().into(),
     };
     let conversation = session.conversation(args.no_chat_template, args.system.clone())?;
-    let seed = params.seed;
+    let seed = plan.seed;
     let engine = Engine {
         session,
         conversation,
-        params,
+        plan,
         trace: args.trace.clone(),
     };
     let turn = tui::oneshot(engine, header, look, seed, prompt)?;
@@ -119,7 +119,7 @@ fn run_live(
     }
 }
 
-fn run_plain(mut session: Session, params: Params, prompt: String, args: &RunArgs) -> Result<u8> {
+fn run_plain(mut session: Session, plan: Plan, prompt: String, args: &RunArgs) -> Result<u8> {
     let conversation = session.conversation(args.no_chat_template, args.system.clone())?;
     let (prompt_text, prompt_ids) = conversation.prompt(&prompt, &session.tokenizer)?;
     let mut trace = match &args.trace {
@@ -128,15 +128,15 @@ fn run_plain(mut session: Session, params: Params, prompt: String, args: &RunArg
             &session,
             &prompt_text,
             &prompt_ids,
-            &params,
+            &plan,
         )?),
         None => None,
     };
     let tokenizer = session.tokenizer.clone();
-    let mut frames = FrameBuilder::new(&tokenizer, params.gen_length);
+    let mut frames = FrameBuilder::new(&tokenizer, plan.gen_length);
     let mut failure = None;
     let mut line = ProgressLine::new(!args.quiet);
-    let generation = session.generate(&prompt_ids, &params, |step| {
+    let generation = session.generate(&prompt_ids, &plan, |step| {
         line.update(step, tokenizer.special.mask);
         if let Some(trace) = trace.as_mut() {
             if let Err(e) = frames
@@ -181,10 +181,10 @@ fn run_plain(mut session: Session, params: Params, prompt: String, args: &RunArg
             load_s: session.load_time.as_secs_f64(),
             elapsed_s: generation.elapsed.as_secs_f64(),
             tokens_per_s,
-            nfe_saved: params.steps.saturating_sub(generation.nfe),
+            nfe_saved: plan.steps.saturating_sub(generation.nfe),
             stopped_early: generation.stopped_early,
             cancelled: generation.cancelled,
-            settings: Settings::from(&params),
+            settings: Settings::from(&plan),
         };
         serde_json::to_writer(&mut out, &report)?;
         writeln!(out)?;

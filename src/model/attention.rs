@@ -1,11 +1,95 @@
-//! Scaled dot-product attention with grouped key/value heads and no causal mask: the
-//! bidirectional attention of masked-diffusion models (torch SDPA with `is_causal=False`).
+//! Self-attention as every network here computes it: one stacked q/k/v product, heads split,
+//! optional per-head q/k RMSNorm (Qwen3), RoPE, the KV cache, scaled dot-product attention with
+//! grouped key/value heads and no causal mask (torch SDPA with `is_causal=False`; block
+//! diffusion passes a block-causal bias), heads merged, the output product. The model files
+//! keep their own tensor names and build a [`SelfAttention`] from them.
 //!
 //! Query head `j` reads key/value head `j / (heads / kv_heads)`, as `repeat_interleave` /
 //! `repeat_kv` do in the references. Instead of copying K and V per query head, the query heads
 //! of one group are stacked along the sequence axis and share one matmul with their K/V head.
 
-use candle_core::{Result, Tensor};
+use candle_core::{Module, Result, Tensor};
+
+use super::denoiser::Pass;
+use super::kv_cache::{CacheOp, LayerCache};
+use super::linear::Linear;
+use super::norm::RmsNorm;
+use super::rotary::RotaryEmbedding;
+
+/// Per-pass values every layer reads.
+pub struct LayerInput<'a> {
+    pub rope: &'a RotaryEmbedding,
+    pub cos: Tensor,
+    pub sin: Tensor,
+    pub bias: Option<&'a Tensor>,
+    pub cache: CacheOp,
+}
+
+impl<'a> LayerInput<'a> {
+    /// The RoPE tables of the pass's positions, its bias and its cache operation.
+    pub fn new(rope: &'a RotaryEmbedding, pass: &Pass<'a>) -> Result<Self> {
+        let (cos, sin) = rope.tables(pass.positions, pass.ids.device())?;
+        Ok(LayerInput {
+            rope,
+            cos,
+            sin,
+            bias: pass.bias,
+            cache: pass.cache,
+        })
+    }
+}
+
+/// One attention sub-layer.
+#[derive(Debug, Clone)]
+pub struct SelfAttention {
+    /// The q, k and v projections stacked into one product (all q heads, then k, then v).
+    pub qkv: Linear,
+    /// The output projection.
+    pub out: Linear,
+    /// RMSNorm over each head's q and k, before RoPE (Qwen3).
+    pub qk_norm: Option<(RmsNorm, RmsNorm)>,
+    pub heads: usize,
+    pub kv_heads: usize,
+    pub head_dim: usize,
+}
+
+impl SelfAttention {
+    /// `x` `[b, t, hidden]` through attention, reading and updating `cache` as the pass says.
+    pub fn forward(
+        &self,
+        x: &Tensor,
+        input: &LayerInput,
+        cache: &mut LayerCache,
+    ) -> Result<Tensor> {
+        let (b, t, _) = x.dims3()?;
+        let (hd, heads, kv) = (self.head_dim, self.heads, self.kv_heads);
+        let qkv = Linear::split(&x.apply(&self.qkv)?, &[heads * hd, kv * hd, kv * hd])?;
+        let split = |y: &Tensor, heads: usize, norm: Option<&RmsNorm>| -> Result<Tensor> {
+            let y = y.reshape((b, t, heads, hd))?;
+            let y = match norm {
+                Some(n) => n.forward(&y)?,
+                None => y,
+            };
+            y.transpose(1, 2)
+        };
+        let (qn, kn) = match &self.qk_norm {
+            Some((q, k)) => (Some(q), Some(k)),
+            None => (None, None),
+        };
+        let q = input
+            .rope
+            .apply(&split(&qkv[0], heads, qn)?, &input.cos, &input.sin)?;
+        let k = input
+            .rope
+            .apply(&split(&qkv[1], kv, kn)?, &input.cos, &input.sin)?;
+        let v = split(&qkv[2], kv, None)?.contiguous()?;
+        let (k, v) = cache.keys(k, v, input.cache)?;
+        let y = attention(&q, &k, &v, input.bias)?;
+        y.transpose(1, 2)?
+            .reshape((b, t, heads * hd))?
+            .apply(&self.out)
+    }
+}
 
 /// `softmax(q kᵀ / sqrt(d) + bias) v` for `q` `[b, heads, tq, d]` (contiguous) and `k`, `v`
 /// `[b, kv_heads, tk, d]`; `bias`, if any, broadcasts to `[b, 1, tq, tk]` (0 or -inf).

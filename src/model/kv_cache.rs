@@ -1,9 +1,9 @@
 //! Keys and values kept between forward passes, one buffer per layer.
 //!
 //! Diffusion models re-run the same positions many times. Two kinds of reuse are built on this:
-//! - **exact**, for block diffusion (block-diffusion-spec 1.7): a committed block's K/V depend
+//! - **exact**, for block diffusion (dllm's BD3LM sampler, arXiv 2503.09573): a committed block's K/V depend
 //!   only on earlier blocks, so they are appended once and read by every later step;
-//! - **approximate**, Fast-dLLM's caches for bidirectional models (reference-spec 3.2): at each
+//! - **approximate**, Fast-dLLM's caches for bidirectional models (NVlabs/Fast-dLLM `llada/generate.py`): at each
 //!   block start a full pass stores every position's K/V; later steps read the prefix (and, for
 //!   the dual cache, write the block in place over the stored suffix-and-block).
 //!

@@ -3,7 +3,7 @@
 //! mask and no KV cache in the reference.
 //!
 //! Mirrors `LLaDALlamaBlock` / `LLaDAModel` of the HF modeling file `modeling_llada.py` (as
-//! vendored in NVlabs/Fast-dLLM@24cc59e `llada/model/modeling_llada.py`; reference-spec 1.1-1.3):
+//! vendored in NVlabs/Fast-dLLM@24cc59e `llada/model/modeling_llada.py`):
 //! - pre-norm blocks; RMSNorm with fp32 statistics (see `norm.rs`);
 //! - RoPE with the half rotation, q and k rotated in fp32 (`rope_full_precision`);
 //! - grouped-query attention when `n_kv_heads < n_heads`;
@@ -19,12 +19,13 @@ use candle_core::{Result, Tensor};
 use candle_nn::VarBuilder;
 use serde::Deserialize;
 
-use super::attention::attention;
+use super::attention::SelfAttention;
+use super::denoiser::Pass;
 use super::kv_cache::LayerCache;
+use super::layer::{run_layers, Layer, SwiGlu};
 use super::linear::{Linear, TokenEmbedding, WeightFormat};
 use super::norm::RmsNorm;
 use super::rotary::{RopeMath, RotaryEmbedding};
-use super::{LayerInput, Pass};
 
 /// config.json of a LLaDA checkpoint; field names are the HF keys.
 #[derive(Debug, Clone, PartialEq, Deserialize)]
@@ -173,102 +174,45 @@ impl Config {
     }
 }
 
-#[derive(Debug, Clone)]
-struct Attention {
-    /// `q_proj`, `k_proj` and `v_proj` stacked into one product.
-    qkv: Linear,
-    attn_out: Linear,
-    heads: usize,
-    kv_heads: usize,
-    head_dim: usize,
-}
-
-impl Attention {
-    fn new(cfg: &Config, vb: &VarBuilder, format: WeightFormat) -> Result<Self> {
-        let (d, hd) = (cfg.d_model, cfg.head_dim());
-        let kv = cfg.kv_heads() * hd;
-        let parts = [
-            (cfg.n_heads * hd, vb.pp("q_proj")),
-            (kv, vb.pp("k_proj")),
-            (kv, vb.pp("v_proj")),
-        ];
-        Ok(Self {
+/// One `blocks.{i}` of the checkpoint: `attn_norm`, `q_proj`/`k_proj`/`v_proj`/`attn_out`,
+/// `ff_norm`, and the MLP `ff_out(silu(ff_proj(x)) * up_proj(x))` (`ff_proj` is the gate).
+fn layer(cfg: &Config, vb: VarBuilder, format: WeightFormat) -> Result<Layer> {
+    let (d, hd, h) = (cfg.d_model, cfg.head_dim(), cfg.mlp_hidden());
+    let kv = cfg.kv_heads() * hd;
+    let parts = [
+        (cfg.n_heads * hd, vb.pp("q_proj")),
+        (kv, vb.pp("k_proj")),
+        (kv, vb.pp("v_proj")),
+    ];
+    Ok(Layer {
+        attn_norm: RmsNorm::new(d, cfg.rms_norm_eps, vb.pp("attn_norm"))?,
+        attn: SelfAttention {
             qkv: Linear::stacked(d, &parts, false, format)?,
-            attn_out: Linear::new(cfg.n_heads * hd, d, false, vb.pp("attn_out"), format)?,
+            out: Linear::new(cfg.n_heads * hd, d, false, vb.pp("attn_out"), format)?,
+            qk_norm: None,
             heads: cfg.n_heads,
             kv_heads: cfg.kv_heads(),
             head_dim: hd,
-        })
-    }
-
-    fn forward(&self, x: &Tensor, input: &LayerInput, cache: &mut LayerCache) -> Result<Tensor> {
-        let (b, t, _) = x.dims3()?;
-        let (hd, heads, kv) = (self.head_dim, self.heads, self.kv_heads);
-        let qkv = Linear::split(&x.apply(&self.qkv)?, &[heads * hd, kv * hd, kv * hd])?;
-        let split = |y: &Tensor, heads: usize| y.reshape((b, t, heads, hd))?.transpose(1, 2);
-        let q = input
-            .rope
-            .apply(&split(&qkv[0], heads)?, &input.cos, &input.sin)?;
-        let k = input
-            .rope
-            .apply(&split(&qkv[1], kv)?, &input.cos, &input.sin)?;
-        let v = split(&qkv[2], kv)?.contiguous()?;
-        let (k, v) = cache.keys(k, v, input.cache)?;
-        let y = attention(&q, &k, &v, input.bias)?;
-        y.transpose(1, 2)?
-            .reshape((b, t, heads * hd))?
-            .apply(&self.attn_out)
-    }
-}
-
-#[derive(Debug, Clone)]
-struct Block {
-    attn_norm: RmsNorm,
-    attn: Attention,
-    ff_norm: RmsNorm,
-    /// `ff_proj` (the gate) and `up_proj` stacked into one product.
-    gate_up: Linear,
-    ff_out: Linear,
-    hidden: usize,
-}
-
-impl Block {
-    fn new(cfg: &Config, vb: VarBuilder, format: WeightFormat) -> Result<Self> {
-        let (d, h) = (cfg.d_model, cfg.mlp_hidden());
-        Ok(Self {
-            attn_norm: RmsNorm::new(d, cfg.rms_norm_eps, vb.pp("attn_norm"))?,
-            attn: Attention::new(cfg, &vb, format)?,
-            ff_norm: RmsNorm::new(d, cfg.rms_norm_eps, vb.pp("ff_norm"))?,
+        },
+        mlp_norm: RmsNorm::new(d, cfg.rms_norm_eps, vb.pp("ff_norm"))?,
+        mlp: SwiGlu {
             gate_up: Linear::stacked(
                 d,
                 &[(h, vb.pp("ff_proj")), (h, vb.pp("up_proj"))],
                 false,
                 format,
             )?,
-            ff_out: Linear::new(h, d, false, vb.pp("ff_out"), format)?,
+            down: Linear::new(h, d, false, vb.pp("ff_out"), format)?,
             hidden: h,
-        })
-    }
-
-    fn forward(&self, x: &Tensor, input: &LayerInput, cache: &mut LayerCache) -> Result<Tensor> {
-        let residual = x;
-        let x = (residual
-            + self
-                .attn
-                .forward(&x.apply(&self.attn_norm)?, input, cache)?)?;
-        let gate_up = Linear::split(
-            &x.apply(&self.ff_norm)?.apply(&self.gate_up)?,
-            &[self.hidden, self.hidden],
-        )?;
-        x + (gate_up[0].silu()? * &gate_up[1])?.apply(&self.ff_out)?
-    }
+        },
+    })
 }
 
 /// The LLaDA network: ids in, final-norm hidden states or logits out.
 #[derive(Debug, Clone)]
 pub struct Model {
     wte: TokenEmbedding,
-    blocks: Vec<Block>,
+    blocks: Vec<Layer>,
     ln_f: RmsNorm,
     lm_head: Linear,
     rope: RotaryEmbedding,
@@ -279,7 +223,7 @@ impl Model {
         let vb = vb.pp("model").pp("transformer");
         let wte = TokenEmbedding::new(cfg.embedding_rows(), cfg.d_model, vb.pp("wte"), format)?;
         let blocks = (0..cfg.n_layers)
-            .map(|i| Block::new(cfg, vb.pp("blocks").pp(i), format))
+            .map(|i| layer(cfg, vb.pp("blocks").pp(i), format))
             .collect::<Result<Vec<_>>>()?;
         let lm_head = match cfg.weight_tying {
             true => wte.as_head(format)?,
@@ -307,19 +251,8 @@ impl Model {
     /// Final-norm hidden states `[batch, n, d_model]` of a pass. Without a cache the reference
     /// places token `i` at position `i`, pads included (no position ids).
     pub fn hidden(&self, pass: &Pass, cache: &mut [LayerCache]) -> Result<Tensor> {
-        let (cos, sin) = self.rope.tables(pass.positions, pass.ids.device())?;
-        let input = LayerInput {
-            rope: &self.rope,
-            cos,
-            sin,
-            bias: pass.bias,
-            cache: pass.cache,
-        };
-        let mut x = self.wte.forward(pass.ids)?;
-        for (block, layer_cache) in self.blocks.iter().zip(cache.iter_mut()) {
-            x = block.forward(&x, &input, layer_cache)?;
-        }
-        x.apply(&self.ln_f)
+        let x = self.wte.forward(pass.ids)?;
+        run_layers(&self.blocks, &self.rope, &self.ln_f, pass, x, cache)
     }
 
     /// LM-head logits for hidden states `[batch, rows, d_model]`.

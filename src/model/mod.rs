@@ -1,13 +1,15 @@
 //! The networks dcoder runs, and their loading from config.json + safetensors.
 //!
 //! Each architecture lives in its own file in the candle-transformers shape (`Config` with HF
-//! key names, `new(cfg, vb)`, layers bottom-up); shared layers are `attention`, `norm` and
-//! `rotary`. [`Model`] wraps whichever network a checkpoint holds and is the engine's
-//! [`Denoiser`].
+//! key names, `new(cfg, vb)`, its tensor names); the mechanics they share are `layer` (the
+//! pre-norm decoder layer and its SwiGLU MLP), `attention`, `norm` and `rotary`. [`Model`]
+//! wraps whichever network a checkpoint holds and is the engine's [`Denoiser`].
 
 pub mod attention;
 pub mod bf16_matmul;
+pub mod denoiser;
 pub mod kv_cache;
+pub mod layer;
 pub mod linear;
 pub mod llada;
 pub mod norm;
@@ -23,10 +25,19 @@ use candle_core::{DType, Device, Tensor};
 use candle_nn::VarBuilder;
 use serde_json::Value;
 
-use crate::diffusion::Denoiser;
-use crate::registry::Arch;
-use kv_cache::{CacheOp, LayerCache};
+pub use denoiser::{Denoiser, Pass};
+pub use kv_cache::CacheOp;
+use kv_cache::LayerCache;
 use linear::WeightFormat;
+
+/// The network bodies dcoder implements; every architecture runs on one of them.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Body {
+    /// LLaDA's OLMo-named LLaMA body (`llada.rs`).
+    Llada,
+    /// The Qwen2/Qwen3 body (`qwen.rs`): Dream, block diffusion.
+    Qwen,
+}
 
 /// A parsed config.json.
 #[derive(Debug, Clone, PartialEq)]
@@ -36,16 +47,16 @@ pub enum Config {
 }
 
 impl Config {
-    /// Parses and checks `json` as a config of `arch`; the error names the offending key.
-    pub fn parse(arch: Arch, json: &Value) -> Result<Config> {
-        match arch {
-            Arch::Llada => {
+    /// Parses and checks `json` as a config of `body`; the error names the offending key.
+    pub fn parse(body: Body, json: &Value) -> Result<Config> {
+        match body {
+            Body::Llada => {
                 let cfg: llada::Config =
                     serde_json::from_value(json.clone()).map_err(|e| anyhow!("{e}"))?;
                 cfg.validate().map_err(|e| anyhow!(e))?;
                 Ok(Config::Llada(cfg))
             }
-            Arch::Dream | Arch::Bd3lm | Arch::Sdar => {
+            Body::Qwen => {
                 let cfg: qwen::Config =
                     serde_json::from_value(json.clone()).map_err(|e| anyhow!("{e}"))?;
                 cfg.validate().map_err(|e| anyhow!(e))?;
@@ -82,40 +93,6 @@ impl Config {
 enum Network {
     Llada(llada::Model),
     Qwen(qwen::Model),
-}
-
-/// What one forward pass computes: which tokens, at which positions, seeing which keys, and
-/// what happens to the KV cache.
-pub struct Pass<'a> {
-    /// Token ids, `[batch, n]`.
-    pub ids: &'a Tensor,
-    /// The RoPE position of each of the `n` tokens.
-    pub positions: &'a [u32],
-    /// Additive attention bias (0 or -inf), broadcastable to `[batch, 1, n, keys]`; `None` lets
-    /// every query see every key (bidirectional attention).
-    pub bias: Option<&'a Tensor>,
-    pub cache: CacheOp,
-}
-
-impl<'a> Pass<'a> {
-    /// A plain bidirectional pass, no cache.
-    pub fn full(ids: &'a Tensor, positions: &'a [u32]) -> Self {
-        Pass {
-            ids,
-            positions,
-            bias: None,
-            cache: CacheOp::None,
-        }
-    }
-}
-
-/// Per-pass values every layer reads.
-pub(crate) struct LayerInput<'a> {
-    pub rope: &'a rotary::RotaryEmbedding,
-    pub cos: Tensor,
-    pub sin: Tensor,
-    pub bias: Option<&'a Tensor>,
-    pub cache: CacheOp,
 }
 
 /// How a model's numbers are stored and computed on a device.
@@ -274,7 +251,7 @@ mod tests {
 
     #[test]
     fn config_errors_name_the_key() {
-        let err = Config::parse(Arch::Llada, &json!({"d_model": 8}))
+        let err = Config::parse(Body::Llada, &json!({"d_model": 8}))
             .expect_err("must fail")
             .to_string();
         assert!(
@@ -282,7 +259,7 @@ mod tests {
             "{err}"
         );
         let err = Config::parse(
-            Arch::Llada,
+            Body::Llada,
             &json!({"d_model": 8, "n_heads": 2, "n_layers": 1, "vocab_size": 4, "alibi": true}),
         )
         .expect_err("must fail")
@@ -293,7 +270,7 @@ mod tests {
     #[test]
     fn denoiser_returns_logits_of_requested_rows_only() -> anyhow::Result<()> {
         let cfg = Config::parse(
-            Arch::Llada,
+            Body::Llada,
             &json!({"d_model": 8, "n_heads": 2, "n_layers": 1, "vocab_size": 5, "mlp_hidden_size": 8}),
         )?;
         let precision = Precision::new(DType::F32, &Device::Cpu);

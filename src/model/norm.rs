@@ -1,6 +1,6 @@
 //! RMSNorm as LLaDA's `RMSLayerNorm` and Qwen2's `Qwen2RMSNorm` compute it: statistics in fp32,
 //! the normalised value cast back to the input dtype, **then** multiplied by the weight
-//! (reference-spec 1.3 and 6.4).
+//! (`modeling_llada.py` `RMSLayerNorm`, HF transformers `modeling_qwen2.py` `Qwen2RMSNorm`).
 
 use candle_core::{DType, Module, Result, Tensor, D};
 use candle_nn::VarBuilder;

@@ -2,8 +2,9 @@
 //! from those AR checkpoints use it: Dream, Dream-Coder and DiffuCoder (Qwen2, `model_type:
 //! Dream`) and the Tiny-A2D block-diffusion models (`a2d-qwen3` / `a2d-qwen2`).
 //!
-//! Mirrors HF `modeling_qwen2.py` / `modeling_qwen3.py` and Dream's `modeling_dream.py`
-//! (reference-spec 2.2-2.3; block-diffusion-spec 1.1) with the causal mask removed:
+//! Mirrors HF transformers' `modeling_qwen2.py` / `modeling_qwen3.py`, Dream's
+//! `modeling_dream.py` (Dream-org/Dream-v0-Instruct-7B) and dllm's A2D Qwen models
+//! (ZHZisZZ/dllm `dllm/pipelines/a2d/`) with the causal mask removed:
 //! - q/k/v projections with biases where the checkpoint has them (Qwen2), none on `o_proj`;
 //! - per-head RMSNorm on q and k before RoPE where the checkpoint has `q_norm`/`k_norm` (Qwen3);
 //! - RoPE with the half rotation, cos/sin computed in f32 then cast to the model dtype;
@@ -15,16 +16,17 @@
 //! network's. References: <https://huggingface.co/Dream-org/Dream-v0-Instruct-7B>,
 //! <https://github.com/DreamLM/Dream>, <https://github.com/ZHZisZZ/dllm>.
 
-use candle_core::{Module, Result, Tensor};
+use candle_core::{Result, Tensor};
 use candle_nn::VarBuilder;
 use serde::Deserialize;
 
-use super::attention::attention;
+use super::attention::SelfAttention;
+use super::denoiser::Pass;
 use super::kv_cache::LayerCache;
+use super::layer::{run_layers, Layer, SwiGlu};
 use super::linear::{Linear, TokenEmbedding, WeightFormat};
 use super::norm::RmsNorm;
 use super::rotary::{RopeMath, RotaryEmbedding};
-use super::{LayerInput, Pass};
 
 /// config.json of a Qwen2/Qwen3-bodied checkpoint; field names are the HF keys.
 #[derive(Debug, Clone, PartialEq, Deserialize)]
@@ -122,126 +124,54 @@ impl Config {
     }
 }
 
-#[derive(Debug, Clone)]
-struct Attention {
-    /// `q_proj`, `k_proj` and `v_proj` (with their biases, Qwen2) stacked into one product.
-    qkv: Linear,
-    o_proj: Linear,
-    /// Qwen3: RMSNorm over each head's q and k.
-    qk_norm: Option<(RmsNorm, RmsNorm)>,
-    heads: usize,
-    kv_heads: usize,
-    head_dim: usize,
-}
-
-impl Attention {
-    fn new(cfg: &Config, vb: VarBuilder, format: WeightFormat) -> Result<Self> {
-        let (d, hd, h, kv) = (
-            cfg.hidden_size,
-            cfg.head_dim(),
-            cfg.num_attention_heads,
-            cfg.kv_heads(),
-        );
-        let bias = vb.contains_tensor("q_proj.bias");
-        let qk_norm = match vb.contains_tensor("q_norm.weight") {
-            true => Some((
-                RmsNorm::new(hd, cfg.rms_norm_eps, vb.pp("q_norm"))?,
-                RmsNorm::new(hd, cfg.rms_norm_eps, vb.pp("k_norm"))?,
-            )),
-            false => None,
-        };
-        let parts = [
-            (h * hd, vb.pp("q_proj")),
-            (kv * hd, vb.pp("k_proj")),
-            (kv * hd, vb.pp("v_proj")),
-        ];
-        Ok(Self {
+/// One `model.layers.{i}` of the checkpoint: `input_layernorm`, `self_attn.{q,k,v,o}_proj`
+/// (q/k/v biases in Qwen2, `q_norm`/`k_norm` in Qwen3), `post_attention_layernorm`, and
+/// `mlp.{gate,up,down}_proj`.
+fn layer(cfg: &Config, vb: VarBuilder, format: WeightFormat) -> Result<Layer> {
+    let (d, hd, h, kv, m) = (
+        cfg.hidden_size,
+        cfg.head_dim(),
+        cfg.num_attention_heads,
+        cfg.kv_heads(),
+        cfg.intermediate_size,
+    );
+    let attn = vb.pp("self_attn");
+    let bias = attn.contains_tensor("q_proj.bias");
+    let qk_norm = match attn.contains_tensor("q_norm.weight") {
+        true => Some((
+            RmsNorm::new(hd, cfg.rms_norm_eps, attn.pp("q_norm"))?,
+            RmsNorm::new(hd, cfg.rms_norm_eps, attn.pp("k_norm"))?,
+        )),
+        false => None,
+    };
+    let parts = [
+        (h * hd, attn.pp("q_proj")),
+        (kv * hd, attn.pp("k_proj")),
+        (kv * hd, attn.pp("v_proj")),
+    ];
+    let mlp = vb.pp("mlp");
+    Ok(Layer {
+        attn_norm: RmsNorm::new(d, cfg.rms_norm_eps, vb.pp("input_layernorm"))?,
+        attn: SelfAttention {
             qkv: Linear::stacked(d, &parts, bias, format)?,
-            o_proj: Linear::new(h * hd, d, false, vb.pp("o_proj"), format)?,
+            out: Linear::new(h * hd, d, false, attn.pp("o_proj"), format)?,
             qk_norm,
             heads: h,
             kv_heads: kv,
             head_dim: hd,
-        })
-    }
-
-    fn forward(&self, x: &Tensor, input: &LayerInput, cache: &mut LayerCache) -> Result<Tensor> {
-        let (b, t, _) = x.dims3()?;
-        let (hd, heads, kv) = (self.head_dim, self.heads, self.kv_heads);
-        let qkv = Linear::split(&x.apply(&self.qkv)?, &[heads * hd, kv * hd, kv * hd])?;
-        let split = |y: &Tensor, heads: usize, norm: Option<&RmsNorm>| -> Result<Tensor> {
-            let y = y.reshape((b, t, heads, hd))?;
-            let y = match norm {
-                Some(n) => n.forward(&y)?,
-                None => y,
-            };
-            y.transpose(1, 2)
-        };
-        let (qn, kn) = match &self.qk_norm {
-            Some((q, k)) => (Some(q), Some(k)),
-            None => (None, None),
-        };
-        let q = input
-            .rope
-            .apply(&split(&qkv[0], heads, qn)?, &input.cos, &input.sin)?;
-        let k = input
-            .rope
-            .apply(&split(&qkv[1], kv, kn)?, &input.cos, &input.sin)?;
-        let v = split(&qkv[2], kv, None)?.contiguous()?;
-        let (k, v) = cache.keys(k, v, input.cache)?;
-        let y = attention(&q, &k, &v, input.bias)?;
-        y.transpose(1, 2)?
-            .reshape((b, t, heads * hd))?
-            .apply(&self.o_proj)
-    }
-}
-
-#[derive(Debug, Clone)]
-struct Layer {
-    input_layernorm: RmsNorm,
-    self_attn: Attention,
-    post_attention_layernorm: RmsNorm,
-    /// `gate_proj` and `up_proj` stacked into one product.
-    gate_up: Linear,
-    down_proj: Linear,
-    intermediate: usize,
-}
-
-impl Layer {
-    fn new(cfg: &Config, vb: VarBuilder, format: WeightFormat) -> Result<Self> {
-        let (d, m) = (cfg.hidden_size, cfg.intermediate_size);
-        let mlp = vb.pp("mlp");
-        Ok(Self {
-            input_layernorm: RmsNorm::new(d, cfg.rms_norm_eps, vb.pp("input_layernorm"))?,
-            self_attn: Attention::new(cfg, vb.pp("self_attn"), format)?,
-            post_attention_layernorm: RmsNorm::new(
-                d,
-                cfg.rms_norm_eps,
-                vb.pp("post_attention_layernorm"),
-            )?,
+        },
+        mlp_norm: RmsNorm::new(d, cfg.rms_norm_eps, vb.pp("post_attention_layernorm"))?,
+        mlp: SwiGlu {
             gate_up: Linear::stacked(
                 d,
                 &[(m, mlp.pp("gate_proj")), (m, mlp.pp("up_proj"))],
                 false,
                 format,
             )?,
-            down_proj: Linear::new(m, d, false, mlp.pp("down_proj"), format)?,
-            intermediate: m,
-        })
-    }
-
-    fn forward(&self, x: &Tensor, input: &LayerInput, cache: &mut LayerCache) -> Result<Tensor> {
-        let residual = x;
-        let x = (residual
-            + self
-                .self_attn
-                .forward(&x.apply(&self.input_layernorm)?, input, cache)?)?;
-        let h = x
-            .apply(&self.post_attention_layernorm)?
-            .apply(&self.gate_up)?;
-        let gate_up = Linear::split(&h, &[self.intermediate, self.intermediate])?;
-        x + (gate_up[0].silu()? * &gate_up[1])?.apply(&self.down_proj)?
-    }
+            down: Linear::new(m, d, false, mlp.pp("down_proj"), format)?,
+            hidden: m,
+        },
+    })
 }
 
 /// The network: ids in, final-norm hidden states or logits out.
@@ -264,7 +194,7 @@ impl Model {
             format,
         )?;
         let layers = (0..cfg.num_hidden_layers)
-            .map(|i| Layer::new(cfg, body.pp("layers").pp(i), format))
+            .map(|i| layer(cfg, body.pp("layers").pp(i), format))
             .collect::<Result<Vec<_>>>()?;
         let lm_head = match cfg.tie_word_embeddings && !vb.contains_tensor("lm_head.weight") {
             true => embed_tokens.as_head(format)?,
@@ -291,19 +221,8 @@ impl Model {
 
     /// Final-norm hidden states `[batch, n, hidden]` of a pass.
     pub fn hidden(&self, pass: &Pass, cache: &mut [LayerCache]) -> Result<Tensor> {
-        let (cos, sin) = self.rope.tables(pass.positions, pass.ids.device())?;
-        let input = LayerInput {
-            rope: &self.rope,
-            cos,
-            sin,
-            bias: pass.bias,
-            cache: pass.cache,
-        };
-        let mut x = self.embed_tokens.forward(pass.ids)?;
-        for (layer, layer_cache) in self.layers.iter().zip(cache.iter_mut()) {
-            x = layer.forward(&x, &input, layer_cache)?;
-        }
-        x.apply(&self.norm)
+        let x = self.embed_tokens.forward(pass.ids)?;
+        run_layers(&self.layers, &self.rope, &self.norm, pass, x, cache)
     }
 
     /// LM-head logits for hidden states `[batch, rows, hidden]`.

@@ -1,6 +1,6 @@
 //! Rotary position embedding with the half rotation of GPT-NeoX / HF Llama: the last dimension
 //! splits into two halves, `rotate_half(x) = cat(-x2, x1)`, `x' = x cos + rotate_half(x) sin`.
-//! Not the interleaved-pairs variant (reference-spec 1.3).
+//! Not the interleaved-pairs variant (LLaDA's `modeling_llada.py` `RotaryEmbedding.rotate_half`).
 //!
 //! `inv_freq = 1 / theta^(arange(0, d, 2) / d)` and the angle tables are computed in f32, as
 //! both references do. Where the rotation runs is the architecture's choice ([`RopeMath`]).

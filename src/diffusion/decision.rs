@@ -1,14 +1,14 @@
 //! Per-position decisions: the token a masked position would take and the sampler's confidence
-//! in it. Pure maths over rows of logits; the denoising loop that uses them is `diffusion.rs`.
+//! in it. Pure maths over rows of logits; the drivers beside this file use them.
 //!
-//! Two families of rules, chosen by the architecture (models.toml `sampler`):
+//! Two families of rules, chosen by the architecture:
 //!
-//! **LLaDA** (`generate.py` of ML-GSAI/LLaDA, reference-spec 1.6 d-g): the token is
+//! **LLaDA** (`generate.py` of ML-GSAI/LLaDA, `generate()` and `get_num_transfer_tokens`): the token is
 //! `argmax(logits)` at temperature 0, else the Gumbel-max sample `argmax(exp(l) / (-ln u)^T)`
 //! in float64; the confidence is `softmax(logits)[token]` of the **un-noised** logits
 //! (`low_confidence`) or a uniform draw (`random`).
 //!
-//! **Dream** (`sample_tokens` in Dream's `generation_utils.py`, reference-spec 2.5): logits
+//! **Dream** (`sample_tokens` in DreamLM/Dream's `src/diffuser/generation_utils.py`): logits
 //! divided by the temperature, then top-p, then top-k (removed entries get `finfo.min`, so they
 //! get probability 0), then `softmax`; the token is sampled (temperature > 0) or the argmax; the
 //! confidence is its probability (`maskgit_plus`), the top-1 minus top-2 probability
@@ -19,8 +19,111 @@
 
 use candle_core::{DType, Device, IndexOp, Result, Tensor, D};
 use rand::Rng;
+use serde::{Deserialize, Serialize};
 
-use crate::diffusion::Strategy;
+/// How a step ranks the masked positions it may reveal.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, clap::ValueEnum)]
+#[serde(rename_all = "kebab-case")]
+pub enum Strategy {
+    /// Most confident first: the chosen token's probability (LLaDA `low_confidence`, Dream
+    /// `maskgit_plus`).
+    Confidence,
+    /// Random order (LLaDA `random`).
+    Random,
+    /// Largest gap between the two most likely tokens first (Dream `topk_margin`).
+    Margin,
+    /// Lowest entropy first (Dream `entropy`).
+    Entropy,
+    /// Each masked position is revealed with probability `1 - s/t` (Dream `origin`).
+    Origin,
+}
+
+/// How a position's token and confidence are decided: the plan's choice.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub enum DecisionRule {
+    /// LLaDA's `generate()`: argmax or float64 Gumbel-max, softmax confidence.
+    Llada {
+        strategy: Strategy,
+        temperature: f64,
+    },
+    /// Dream's `sample_tokens`: temperature, top-p, top-k, then the strategy's confidence.
+    Dream {
+        strategy: Strategy,
+        temperature: f64,
+        top_p: Option<f64>,
+        top_k: Option<usize>,
+    },
+}
+
+impl DecisionRule {
+    pub fn strategy(&self) -> Strategy {
+        match *self {
+            DecisionRule::Llada { strategy, .. } | DecisionRule::Dream { strategy, .. } => strategy,
+        }
+    }
+
+    pub fn temperature(&self) -> f64 {
+        match *self {
+            DecisionRule::Llada { temperature, .. } | DecisionRule::Dream { temperature, .. } => {
+                temperature
+            }
+        }
+    }
+
+    /// The rule with its biases, ready to decide rows of logits.
+    pub fn with_biases<'a>(
+        &self,
+        logit_bias: Option<&'a Tensor>,
+        confidence_bias: Option<&'a Tensor>,
+    ) -> Rule<'a> {
+        match *self {
+            DecisionRule::Llada {
+                strategy,
+                temperature,
+            } => Rule::Llada(LladaRule {
+                temperature,
+                strategy,
+                logit_bias,
+                confidence_bias,
+            }),
+            DecisionRule::Dream {
+                strategy,
+                temperature,
+                top_p,
+                top_k,
+            } => Rule::Dream(DreamRule {
+                temperature,
+                top_p,
+                top_k,
+                strategy,
+                logit_bias,
+            }),
+        }
+    }
+}
+
+/// A family's decision rule with its biases, built once per run.
+pub enum Rule<'a> {
+    Llada(LladaRule<'a>),
+    Dream(DreamRule<'a>),
+}
+
+impl Rule<'_> {
+    pub fn decide(&self, logits: &Tensor, rng: &mut impl Rng) -> Result<Vec<Decision>> {
+        match self {
+            Rule::Llada(r) => r.decide(logits, rng),
+            Rule::Dream(r) => r.decide(logits, rng),
+        }
+    }
+
+    /// The bias added to the logits before anything else (`--suppress-eos`).
+    pub fn logit_bias(&self) -> Option<&Tensor> {
+        match self {
+            Rule::Llada(r) => r.logit_bias,
+            Rule::Dream(r) => r.logit_bias,
+        }
+    }
+}
 
 /// What one masked position would become.
 #[derive(Debug, Clone, Copy, PartialEq)]
@@ -34,7 +137,7 @@ pub struct Decision {
 /// The reference writes `logits_with_noise[..., EOS] = logits[..., EOT] = -inf` after choosing the
 /// tokens. Python assigns a chained target left to right, so the noisy copy loses EOS and the
 /// clean logits lose EOT; at temperature 0 both names are the same tensor, so the clean logits
-/// lose both (reference-spec 1.6f). The confidence softmax reads the clean logits: a position
+/// lose both (LLaDA `generate.py`). The confidence softmax reads the clean logits: a position
 /// whose choice is EOT (or, greedy, EOS) gets confidence 0 and is revealed last, and every other
 /// confidence is renormalised without those tokens.
 pub fn eos_last_ids(eos: u32, eot: Option<u32>, temperature: f64) -> Vec<u32> {
@@ -114,7 +217,7 @@ pub fn probability_of(logits: &Tensor, tokens: &Tensor) -> Result<Tensor> {
 
 /// The entropy `-Σ p ln p` of `softmax(logits / T)` per row (`logits / 1` when greedy), after
 /// `bias`: the EB-sampler's measure of how settled a position is (JET
-/// `engine/scheduler.py::postprocess_loop`, block-diffusion-spec 2.5). Reduced on the device; a
+/// `engine/scheduler.py::postprocess_loop`). Reduced on the device; a
 /// token the bias removed (`-inf`) contributes nothing.
 pub fn entropies(logits: &Tensor, temperature: f64, bias: Option<&Tensor>) -> Result<Vec<f32>> {
     let logits = with_bias(&logits.to_dtype(DType::F32)?, bias)?;

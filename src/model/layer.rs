@@ -1,0 +1,71 @@
+//! The pre-norm transformer layer both network files build: `x + attn(norm(x))`, then
+//! `x + down(silu(gate(norm(x))) * up(norm(x)))` (the LLaMA/Qwen SwiGLU MLP), and the loop of
+//! layers from embeddings to the final norm. Each model file names the tensors.
+
+use candle_core::{Result, Tensor};
+
+use super::attention::{LayerInput, SelfAttention};
+use super::denoiser::Pass;
+use super::kv_cache::LayerCache;
+use super::linear::Linear;
+use super::norm::RmsNorm;
+use super::rotary::RotaryEmbedding;
+
+/// The SwiGLU feed-forward sub-layer.
+#[derive(Debug, Clone)]
+pub struct SwiGlu {
+    /// The gate and up projections stacked into one product.
+    pub gate_up: Linear,
+    pub down: Linear,
+    /// Width of each of gate and up.
+    pub hidden: usize,
+}
+
+impl SwiGlu {
+    pub fn forward(&self, x: &Tensor) -> Result<Tensor> {
+        let gate_up = Linear::split(&x.apply(&self.gate_up)?, &[self.hidden, self.hidden])?;
+        (gate_up[0].silu()? * &gate_up[1])?.apply(&self.down)
+    }
+}
+
+/// One pre-norm decoder layer.
+#[derive(Debug, Clone)]
+pub struct Layer {
+    pub attn_norm: RmsNorm,
+    pub attn: SelfAttention,
+    pub mlp_norm: RmsNorm,
+    pub mlp: SwiGlu,
+}
+
+impl Layer {
+    pub fn forward(
+        &self,
+        x: &Tensor,
+        input: &LayerInput,
+        cache: &mut LayerCache,
+    ) -> Result<Tensor> {
+        let residual = x;
+        let x = (residual
+            + self
+                .attn
+                .forward(&x.apply(&self.attn_norm)?, input, cache)?)?;
+        let y = self.mlp.forward(&x.apply(&self.mlp_norm)?)?;
+        x + y
+    }
+}
+
+/// Runs embeddings `x` of `pass` through `layers` (one cache per layer) and `final_norm`.
+pub fn run_layers(
+    layers: &[Layer],
+    rope: &RotaryEmbedding,
+    final_norm: &RmsNorm,
+    pass: &Pass,
+    mut x: Tensor,
+    cache: &mut [LayerCache],
+) -> Result<Tensor> {
+    let input = LayerInput::new(rope, pass)?;
+    for (layer, layer_cache) in layers.iter().zip(cache.iter_mut()) {
+        x = layer.forward(&x, &input, layer_cache)?;
+    }
+    x.apply(final_norm)
+}
