@@ -165,6 +165,10 @@ pub struct SamplerArgs {
     #[arg(long, value_name = "N")]
     pub steps_per_block: Option<usize>,
 
+    /// LLaDA2: cap each block's --steps at gen-length / K (the authors' `minimal_topk`).
+    #[arg(long, value_name = "K")]
+    pub minimal_topk: Option<usize>,
+
     /// Random seed; the same seed and settings give the same answer.
     #[arg(long, default_value_t = 0)]
     pub seed: u64,
@@ -190,6 +194,7 @@ impl SamplerArgs {
             entropy_bound: self.entropy_bound,
             cache: self.cache,
             steps_per_block: self.steps_per_block,
+            minimal_topk: self.minimal_topk,
             early_stop: match (self.early_stop, self.no_early_stop) {
                 (true, _) => Some(true),
                 (_, true) => Some(false),

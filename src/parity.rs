@@ -108,6 +108,7 @@ fn case_flags(case: &Value) -> Result<Defaults> {
         entropy_bound: None,
         cache,
         steps_per_block: usize_of("steps_per_block"),
+        minimal_topk: None,
         early_stop: None,
     })
 }

@@ -31,6 +31,8 @@ pub enum Arch {
     Bd3lm,
     /// Block diffusion on a Qwen3 body with SDAR's sampler (JetAstra/SDAR).
     Sdar,
+    /// LLaDA2.x: block diffusion on a mixture-of-experts body (inclusionAI).
+    Llada2,
 }
 
 impl Arch {
@@ -41,6 +43,7 @@ impl Arch {
             Arch::Dream => Family::Dream,
             Arch::Bd3lm => Family::BlockDiffusion(BlockGrid::BD3LM),
             Arch::Sdar => Family::BlockDiffusion(BlockGrid::SDAR),
+            Arch::Llada2 => Family::BlockDiffusion(BlockGrid::LLADA2),
         }
     }
 
@@ -49,6 +52,7 @@ impl Arch {
         match self {
             Arch::Llada => Body::Llada,
             Arch::Dream | Arch::Bd3lm | Arch::Sdar => Body::Qwen,
+            Arch::Llada2 => Body::Llada2Moe,
         }
     }
 
@@ -58,6 +62,7 @@ impl Arch {
             Arch::Dream => "dream",
             Arch::Bd3lm => "bd3lm",
             Arch::Sdar => "sdar",
+            Arch::Llada2 => "llada2",
         }
     }
 }
@@ -81,6 +86,8 @@ pub struct ArchSpec {
     pub model_types: Vec<String>,
     /// Mask token text, used when config.json has no `mask_token_id`.
     pub mask_token: Option<String>,
+    /// The architecture's mask id, when neither config.json nor the tokenizer names one.
+    pub mask_token_id: Option<u32>,
     /// End-of-turn token text (besides EOS and pad), if the family has one.
     pub eot_token: Option<String>,
     pub chat: ChatRule,

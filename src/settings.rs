@@ -7,7 +7,8 @@ use serde::Deserialize;
 
 use crate::diffusion::decision::{DecisionRule, Strategy};
 use crate::diffusion::plan::{
-    BlockGrid, CacheMode, Driver, FastDllmCache, FullPass, Plan, RevealRule,
+    BlockDiffusion, BlockGrid, Blocks, CacheMode, DreamBlocks, Driver, FastDllmCache, FullPass,
+    Plan, RevealRule, Timesteps,
 };
 
 /// Which reference sampler a model follows: what `resolve` needs to know of its architecture.
@@ -41,6 +42,7 @@ pub struct Defaults {
     pub entropy_bound: Option<f64>,
     pub cache: Option<CacheMode>,
     pub steps_per_block: Option<usize>,
+    pub minimal_topk: Option<usize>,
     pub early_stop: Option<bool>,
 }
 
@@ -64,6 +66,7 @@ impl Defaults {
             entropy_bound: self.entropy_bound.or(lower.entropy_bound),
             cache: self.cache.or(lower.cache),
             steps_per_block: self.steps_per_block.or(lower.steps_per_block),
+            minimal_topk: self.minimal_topk.or(lower.minimal_topk),
             early_stop: self.early_stop.or(lower.early_stop),
         }
     }
@@ -137,8 +140,13 @@ pub fn resolve(
     let blocks = block_length.map_or(1, |b| gen_length.div_ceil(b));
     // Block diffusion spreads the steps itself (ceil per block); the others need a whole number.
     let whole_blocks = !block_diffusion;
+    // LLaDA2 counts `--steps` per block, as its authors do; it does not scale with the canvas.
+    let per_block = matches!(family, Family::BlockDiffusion(g) if g.steps_per_block);
     let steps = match flags.steps {
         Some(s) => s,
+        None if per_block => merged
+            .steps
+            .unwrap_or(block_length.unwrap_or(FALLBACK_BLOCK_LENGTH)),
         None => {
             let default_gen = defaults.gen_length.unwrap_or(FALLBACK_GEN_LENGTH);
             let default_steps = defaults.steps.unwrap_or(default_gen);
@@ -177,8 +185,8 @@ pub fn resolve(
     if threshold.is_some() && entropy_bound.is_some() {
         bail!("--threshold and --entropy-bound are two parallel-decoding rules; give one");
     }
-    if let Some(t) = threshold.filter(|t| !(*t > 0.0 && *t <= 1.0)) {
-        bail!("--threshold must be in (0, 1], got {t}");
+    if let Some(t) = threshold.filter(|t| !(*t >= 0.0 && *t <= 1.0)) {
+        bail!("--threshold must be in [0, 1], got {t}");
     }
     if let Some(e) = entropy_bound.filter(|e| !(e.is_finite() && *e > 0.0)) {
         bail!(
@@ -255,6 +263,13 @@ pub fn resolve(
             bail!("{flag} belongs to the {owner} sampler; this model does not use it");
         }
     }
+    if flags.minimal_topk.is_some() && !per_block {
+        bail!("--minimal-topk belongs to the LLaDA2 sampler; this model does not use it");
+    }
+    let minimal_topk = merged.minimal_topk.unwrap_or(1);
+    if minimal_topk == 0 {
+        bail!("--minimal-topk must be at least 1");
+    }
     let top_p = merged.top_p;
     if let Some(p) = top_p.filter(|p| !(*p > 0.0 && *p <= 1.0)) {
         bail!("--top-p must be in (0, 1], got {p}");
@@ -291,31 +306,40 @@ pub fn resolve(
         CacheMode::Dual => Some(FastDllmCache::Dual),
     };
     let driver = match (family, block_length, fast_dllm) {
-        (Family::BlockDiffusion(grid), b, _) => Driver::BlockDiffusion {
+        (Family::BlockDiffusion(grid), b, _) => Driver::BlockDiffusion(BlockDiffusion {
             grid,
             block_length: b.unwrap_or(FALLBACK_BLOCK_LENGTH),
-            steps_per_block: merged.steps_per_block,
+            // LLaDA2 `generate()`: `steps = min(steps, gen_length // minimal_topk)` per block.
+            steps_per_block: match grid.steps_per_block {
+                true => Some(
+                    merged
+                        .steps_per_block
+                        .unwrap_or(steps.min(gen_length / minimal_topk))
+                        .max(1),
+                ),
+                false => merged.steps_per_block,
+            },
             exact_cache: cache != CacheMode::None,
-        },
-        (Family::Dream, Some(block_length), Some(cache)) => Driver::DreamBlocks {
+        }),
+        (Family::Dream, Some(block_length), Some(cache)) => Driver::DreamBlocks(DreamBlocks {
             block_length,
             steps_per_block: steps / blocks,
             eps,
             cache,
-        },
-        (_, Some(block_length), fast_dllm) => Driver::Blocks {
+        }),
+        (_, Some(block_length), fast_dllm) => Driver::Blocks(Blocks {
             block_length,
             steps_per_block: steps / blocks,
             pass: match fast_dllm {
                 Some(cache) => FullPass::Cached(cache),
                 None => FullPass::Recompute { cfg_scale },
             },
-        },
-        (_, None, _) => Driver::Timesteps {
+        }),
+        (_, None, _) => Driver::Timesteps(Timesteps {
             eps,
             steps,
             origin: strategy == Strategy::Origin,
-        },
+        }),
     };
     let dynamic = matches!(family, Family::BlockDiffusion(g) if g.dynamic_threshold);
     let reveal = match (threshold, entropy_bound) {
@@ -369,11 +393,11 @@ mod tests {
     }
 
     fn blocks(block_length: usize, steps_per_block: usize) -> Driver {
-        Driver::Blocks {
+        Driver::Blocks(Blocks {
             block_length,
             steps_per_block,
             pass: FullPass::Recompute { cfg_scale: 0.0 },
-        }
+        })
     }
 
     fn llada() -> Defaults {
@@ -503,11 +527,11 @@ mod tests {
             ..Default::default()
         };
         let p = resolve_for(&flags, &Defaults::default(), dream, 0)?;
-        let timesteps = Driver::Timesteps {
+        let timesteps = Driver::Timesteps(Timesteps {
             eps: 1e-3,
             steps: 64,
             origin: false,
-        };
+        });
         assert_eq!(
             (p.driver, p.decision.strategy(), p.shift_logits),
             (timesteps, Strategy::Entropy, true)
@@ -540,12 +564,12 @@ mod tests {
         assert_eq!(
             (p.driver, p.decision.strategy(), p.steps),
             (
-                Driver::DreamBlocks {
+                Driver::DreamBlocks(DreamBlocks {
                     block_length: 32,
                     steps_per_block: 32,
                     eps: 1e-3,
                     cache: FastDllmCache::Dual,
-                },
+                }),
                 Strategy::Entropy,
                 256
             )

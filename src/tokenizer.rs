@@ -251,6 +251,7 @@ fn resolve_special(
             Some(&id) => id,
             None => match from_text("mask_token")
                 .or_else(|| arch.mask_token.as_deref().and_then(|t| tok.token_to_id(t)))
+                .or(arch.mask_token_id)
             {
                 Some(id) => id,
                 None => bail!(
@@ -267,13 +268,12 @@ fn resolve_special(
     let Some(&eos) = eos_ids.first() else {
         bail!("cannot find the end-of-sequence token: no eos_token_id in config.json or generation_config.json, no eos_token in tokenizer_config.json");
     };
-    let eot = match &arch.eot_token {
-        Some(text) => match tok.token_to_id(text) {
-            Some(id) => Some(id),
-            None => bail!("the tokenizer has no end-of-turn token '{text}'"),
-        },
-        None => None,
-    };
+    // A tokenizer without the family's end-of-turn token (a base model's, a test stand-in's)
+    // ends answers at EOS and pad only.
+    let eot = arch
+        .eot_token
+        .as_deref()
+        .and_then(|text| tok.token_to_id(text));
     let pad = from_configs("pad_token_id")
         .first()
         .copied()
@@ -331,6 +331,7 @@ mod tests {
         ArchSpec {
             model_types: vec![],
             mask_token: Some("<m>".into()),
+            mask_token_id: None,
             eot_token: Some("<eot>".into()),
             chat: ChatRule::CarryTokens,
             shift_logits: false,
@@ -382,6 +383,7 @@ mod tests {
         };
         let arch = ArchSpec {
             mask_token: Some("<nope>".into()),
+            mask_token_id: None,
             ..arch()
         };
         let err = resolve_special(&word_level(), &files, &arch)

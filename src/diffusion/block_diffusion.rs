@@ -21,7 +21,7 @@ use std::ops::ControlFlow;
 use anyhow::{Context, Result};
 use candle_core::{Device, IndexOp, Tensor};
 
-use super::plan::{BlockGrid, BlockStop, Driver, GridStart};
+use super::plan::{BlockDiffusion, BlockGrid, BlockStop, GridStart};
 use super::reveal::Transfer;
 use super::run::{ids, Outcome, Run, Stop};
 use super::schedule::Share;
@@ -31,17 +31,15 @@ use crate::model::{CacheOp, Denoiser, Pass};
 pub fn run<F: FnMut(&Step) -> ControlFlow<()>>(
     model: &mut impl Denoiser,
     run: &mut Run<'_, F>,
+    driver: &BlockDiffusion,
 ) -> Result<Outcome> {
     let plan = run.plan;
-    let Driver::BlockDiffusion {
+    let BlockDiffusion {
         grid,
         block_length: bs,
         exact_cache: exact,
         ..
-    } = plan.driver
-    else {
-        return Ok((plan.gen_length, None));
-    };
+    } = *driver;
     let device = model.device().clone();
     let p = run.prompt_len;
     let blocks = run.blocks.clone();
@@ -84,7 +82,7 @@ pub fn run<F: FnMut(&Step) -> ControlFlow<()>>(
             GridStart::PromptEnd => start,
         };
         end = span.end;
-        let counts = plan.block_diffusion_counts(span.len(), blocks.len());
+        let counts = driver.counts(plan.steps, span.len(), blocks.len());
         // The block's positions, fixed at its start (all visible).
         let block_positions: Vec<u32> =
             (next_position..next_position + (stop_at - first) as u32).collect();
@@ -141,6 +139,7 @@ pub fn run<F: FnMut(&Step) -> ControlFlow<()>>(
                 .iter()
                 .any(|t| run.special.stops.contains(t)),
             BlockStop::BlockHoldsEos => run.seq[start..stop_at].contains(&run.special.eos),
+            BlockStop::AnswerHasEos => run.seq[p..stop_at].contains(&run.special.eos),
         };
         if stopped {
             let blocks_left = block + 1 < blocks.len();

@@ -9,22 +9,21 @@ use std::ops::ControlFlow;
 use anyhow::{Context, Result};
 use candle_core::IndexOp;
 
-use super::plan::Driver;
+use super::plan::Timesteps;
 use super::reveal::Transfer;
 use super::run::{ids, positions, Outcome, Run};
-use super::schedule::Timesteps;
+use super::schedule::TimestepSchedule;
 use super::step::Step;
 use crate::model::{Denoiser, Pass};
 
 pub fn run<F: FnMut(&Step) -> ControlFlow<()>>(
     model: &mut impl Denoiser,
     run: &mut Run<'_, F>,
+    driver: &Timesteps,
 ) -> Result<Outcome> {
     let plan = run.plan;
-    let Driver::Timesteps { eps, steps, origin } = plan.driver else {
-        return Ok((plan.gen_length, None));
-    };
-    let timesteps = Timesteps::new(eps, steps);
+    let Timesteps { eps, steps, origin } = *driver;
+    let timesteps = TimestepSchedule::new(eps, steps);
     let canvas = 0..plan.gen_length;
     let all = positions(0..run.seq.len());
     let mut i = 0;
@@ -61,23 +60,32 @@ pub fn run<F: FnMut(&Step) -> ControlFlow<()>>(
 
 #[cfg(test)]
 mod tests {
+    use super::super::fixed_denoiser::Callback;
     use super::super::fixed_denoiser::{run_collect, special, Fixed};
     use super::super::plan::tests::llada;
-    use super::super::plan::Plan;
+    use super::super::plan::{Driver, Plan};
     use super::*;
+
+    /// The plan's timestep driver, as the tests run it.
+    fn timesteps(m: &mut Fixed, state: &mut Run<'_, Callback>) -> Result<Outcome> {
+        match state.plan.driver {
+            Driver::Timesteps(t) => run(m, state, &t),
+            other => anyhow::bail!("not a timesteps plan: {other:?}"),
+        }
+    }
 
     #[test]
     fn timesteps_reveal_the_truncated_share_and_the_rest_last() -> Result<()> {
         let mut m = Fixed::new();
         let p = Plan {
-            driver: Driver::Timesteps {
+            driver: Driver::Timesteps(Timesteps {
                 eps: 1e-3,
                 steps: 4,
                 origin: false,
-            },
+            }),
             ..llada(8, 8, 4)
         };
-        let (out, seen, _) = run_collect(&mut m, &[1], &p, run)?;
+        let (out, seen, _) = run_collect(&mut m, &[1], &p, timesteps)?;
         // N=8: int(8 * (1 - .75025)) = 1, then int(7 * (1 - .5005/.75025)) = 2,
         // int(5 * (1 - .25075/.5005)) = 2, and the last step takes the 3 left.
         let sizes: Vec<usize> = seen.iter().map(Vec::len).collect();

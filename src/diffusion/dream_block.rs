@@ -13,29 +13,27 @@ use std::ops::ControlFlow;
 use anyhow::{Context, Result};
 
 use super::fast_dllm_cache::{cached_logits, refresh};
-use super::plan::Driver;
+use super::plan::DreamBlocks;
 use super::reveal::Transfer;
 use super::run::{Outcome, Run};
-use super::schedule::Timesteps;
+use super::schedule::TimestepSchedule;
 use super::step::Step;
 use crate::model::Denoiser;
 
 pub fn run<F: FnMut(&Step) -> ControlFlow<()>>(
     model: &mut impl Denoiser,
     run: &mut Run<'_, F>,
+    driver: &DreamBlocks,
 ) -> Result<Outcome> {
     let plan = run.plan;
-    let Driver::DreamBlocks {
+    let DreamBlocks {
         steps_per_block,
         eps,
         cache,
         ..
-    } = plan.driver
-    else {
-        return Ok((plan.gen_length, None));
-    };
+    } = *driver;
     let p = run.prompt_len;
-    let timesteps = Timesteps::new(eps, steps_per_block);
+    let timesteps = TimestepSchedule::new(eps, steps_per_block);
     // Logit row `pos - 1` predicts `pos`, within a pass whose first token is `offset`.
     let rows = |masked: &[u32], offset: usize| -> Vec<u32> {
         masked

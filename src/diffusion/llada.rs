@@ -10,7 +10,7 @@ use anyhow::{Context, Result};
 use candle_core::{IndexOp, Tensor};
 
 use super::fast_dllm_cache::{cached_logits, refresh};
-use super::plan::{Driver, FullPass};
+use super::plan::{Blocks, FullPass};
 use super::reveal::Transfer;
 use super::run::{ids, positions, Outcome, Run};
 use super::schedule::{transfer_counts, Share};
@@ -20,16 +20,14 @@ use crate::model::{Denoiser, Pass};
 pub fn run<F: FnMut(&Step) -> ControlFlow<()>>(
     model: &mut impl Denoiser,
     run: &mut Run<'_, F>,
+    driver: &Blocks,
 ) -> Result<Outcome> {
     let plan = run.plan;
-    let Driver::Blocks {
+    let Blocks {
         block_length,
         steps_per_block,
         pass,
-    } = plan.driver
-    else {
-        return Ok((plan.gen_length, None));
-    };
+    } = *driver;
     let p = run.prompt_len;
     // Every block starts fully masked, so one schedule serves them all.
     let counts = transfer_counts(block_length, steps_per_block);
@@ -115,16 +113,26 @@ fn guided_logits(
 
 #[cfg(test)]
 mod tests {
+    use super::super::fixed_denoiser::Callback;
     use super::super::fixed_denoiser::{run_collect, Fixed};
     use super::super::plan::tests::llada;
-    use super::super::plan::{Plan, RevealRule};
+    use super::super::plan::{Driver, Plan, RevealRule};
+    use super::super::run::Run;
     use super::*;
+
+    /// The plan's blocks driver, as the tests run it.
+    fn blocks(m: &mut Fixed, state: &mut Run<'_, Callback>) -> Result<Outcome> {
+        match state.plan.driver {
+            Driver::Blocks(b) => run(m, state, &b),
+            other => anyhow::bail!("not a blocks plan: {other:?}"),
+        }
+    }
     use crate::diffusion::decision::Strategy;
 
     #[test]
     fn blocks_fill_in_order_most_confident_first() -> Result<()> {
         let mut m = Fixed::new();
-        let (out, seen, _) = run_collect(&mut m, &[1, 2], &llada(4, 2, 4), run)?;
+        let (out, seen, _) = run_collect(&mut m, &[1, 2], &llada(4, 2, 4), blocks)?;
         // Later positions have larger logits, so each block reveals right to left.
         assert_eq!(seen, vec![vec![1], vec![0], vec![3], vec![2]]);
         assert_eq!(out.canvas, vec![2, 3, 4, 5]);
@@ -146,17 +154,17 @@ mod tests {
             ..llada(4, 4, 4)
         };
         let mut m = Fixed::new();
-        let (out, seen, _) = run_collect(&mut m, &[1, 2], &bounded(1e-9), run)?;
+        let (out, seen, _) = run_collect(&mut m, &[1, 2], &bounded(1e-9), blocks)?;
         assert_eq!(seen, vec![vec![3], vec![2], vec![1], vec![0]]);
         assert_eq!(out.canvas, vec![2, 3, 4, 5]);
         // Positions 5 and 4 (canvas 3 and 2) fit under the bound together, 3 more does not;
         // then 3 alone fits, 3 and 2 do not.
         assert!(h(3) < h(5) + h(4) && h(3) + h(2) > h(5) + h(4));
-        let (out, seen, _) = run_collect(&mut m, &[1, 2], &bounded(h(5) + h(4) + 1e-3), run)?;
+        let (out, seen, _) = run_collect(&mut m, &[1, 2], &bounded(h(5) + h(4) + 1e-3), blocks)?;
         assert_eq!(seen, vec![vec![2, 3], vec![1], vec![0]]);
         assert_eq!((out.steps, out.nfe), (3, 3));
         // The steps count no longer caps the block: a large bound reveals it at once.
-        let (out, seen, _) = run_collect(&mut m, &[1, 2], &bounded(1e9), run)?;
+        let (out, seen, _) = run_collect(&mut m, &[1, 2], &bounded(1e9), blocks)?;
         assert_eq!((seen, out.steps), (vec![vec![0, 1, 2, 3]], 1));
         Ok(())
     }
@@ -164,7 +172,7 @@ mod tests {
     #[test]
     fn steps_that_could_reveal_nothing_are_skipped() -> Result<()> {
         let mut m = Fixed::new();
-        let (out, _, totals) = run_collect(&mut m, &[1], &llada(2, 2, 4), run)?;
+        let (out, _, totals) = run_collect(&mut m, &[1], &llada(2, 2, 4), blocks)?;
         assert_eq!(totals, vec![2, 2]);
         assert_eq!((out.steps, out.nfe), (2, 2));
         Ok(())
@@ -174,12 +182,12 @@ mod tests {
     fn guidance_runs_both_rows_in_one_pass() -> Result<()> {
         let mut m = Fixed::new();
         let mut p = llada(2, 2, 2);
-        p.driver = Driver::Blocks {
+        p.driver = Driver::Blocks(Blocks {
             block_length: 2,
             steps_per_block: 2,
             pass: FullPass::Recompute { cfg_scale: 1.5 },
-        };
-        let (out, _, _) = run_collect(&mut m, &[1, 2, 3], &p, run)?;
+        });
+        let (out, _, _) = run_collect(&mut m, &[1, 2, 3], &p, blocks)?;
         assert_eq!((m.batch_seen, out.nfe), (2, 2));
         Ok(())
     }
@@ -191,7 +199,7 @@ mod tests {
             shift_logits: true,
             ..llada(2, 2, 2)
         };
-        let (out, _, _) = run_collect(&mut m, &[7, 8, 9], &p, run)?;
+        let (out, _, _) = run_collect(&mut m, &[7, 8, 9], &p, blocks)?;
         // Position 3 (canvas 0) is predicted by row 2, position 4 by row 3.
         assert_eq!(out.canvas, vec![2, 3]);
         assert_eq!(
@@ -210,7 +218,7 @@ mod tests {
             early_stop: true,
             ..llada(8, 8, 8)
         };
-        let (out, seen, _) = run_collect(&mut m, &[1], &p, run)?;
+        let (out, seen, _) = run_collect(&mut m, &[1], &p, blocks)?;
         // Right to left: 7, 6, 5, 4, 3 (EOS), 2, 1, 0: final only when nothing is left.
         assert!(!out.stopped_early);
         assert_eq!(
@@ -224,7 +232,7 @@ mod tests {
             ..llada(8, 2, 8)
         };
         assert_eq!(p.decision.strategy(), Strategy::Confidence);
-        let (out, seen, _) = run_collect(&mut m, &[1], &p, run)?;
+        let (out, seen, _) = run_collect(&mut m, &[1], &p, blocks)?;
         assert!(out.stopped_early);
         assert_eq!(
             seen.len(),

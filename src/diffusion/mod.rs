@@ -55,10 +55,10 @@ pub fn generate(
     let mut state = Run::new(plan, special, prompt, rule, on_step);
     model.clear_cache();
     let outcome = match plan.driver {
-        Driver::Blocks { .. } => llada::run(model, &mut state),
-        Driver::Timesteps { .. } => dream::run(model, &mut state),
-        Driver::DreamBlocks { .. } => dream_block::run(model, &mut state),
-        Driver::BlockDiffusion { .. } => block_diffusion::run(model, &mut state),
+        Driver::Blocks(d) => llada::run(model, &mut state, &d),
+        Driver::Timesteps(d) => dream::run(model, &mut state, &d),
+        Driver::DreamBlocks(d) => dream_block::run(model, &mut state, &d),
+        Driver::BlockDiffusion(d) => block_diffusion::run(model, &mut state, &d),
     };
     model.clear_cache();
     Ok(state.finish(outcome?))

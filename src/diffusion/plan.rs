@@ -75,6 +75,8 @@ pub enum BlockStop {
     BlockHoldsEos,
     /// After a block, once any stop id (EOS, EOT, pad) appears in the answer (SDAR).
     AnswerHasStop,
+    /// After a block, once EOS appears in the answer (LLaDA2's `generate()`).
+    AnswerHasEos,
 }
 
 /// A block-diffusion sampler described as data: BD3LM and SDAR differ only in these facts.
@@ -88,6 +90,13 @@ pub struct BlockGrid {
     /// `--threshold` is SDAR's `low_confidence_dynamic` (the schedule's count is a floor)
     /// rather than Fast-dLLM's rule (the most confident one is the floor).
     pub dynamic_threshold: bool,
+    /// The last block is denoised whole, past `--gen-length` up to the grid line, and the
+    /// answer cut to `--gen-length` afterwards (LLaDA2 lays the whole canvas on the grid);
+    /// else the last block ends at `--gen-length`.
+    pub whole_last_block: bool,
+    /// `--steps` counts each block's steps, capped at `gen_length / minimal_topk` (LLaDA2's
+    /// `steps`); else it counts the run's steps, spread over the blocks.
+    pub steps_per_block: bool,
 }
 
 impl BlockGrid {
@@ -98,6 +107,8 @@ impl BlockGrid {
         stop: BlockStop::BlockHoldsEos,
         pads_invisible: true,
         dynamic_threshold: false,
+        whole_last_block: false,
+        steps_per_block: false,
     };
     /// SDAR's `generate.py::block_diffusion_generate`.
     pub const SDAR: BlockGrid = BlockGrid {
@@ -106,44 +117,95 @@ impl BlockGrid {
         stop: BlockStop::AnswerHasStop,
         pads_invisible: false,
         dynamic_threshold: true,
+        whole_last_block: false,
+        steps_per_block: false,
     };
+    /// LLaDA2's `generate()` (inclusionAI, `modeling_llada2_moe.py`): SDAR's grid, counts and
+    /// dynamic threshold, the whole canvas on the grid, a stop once EOS appears.
+    pub const LLADA2: BlockGrid = BlockGrid {
+        start: GridStart::SequenceStart,
+        counts: BlockCounts::EvenSplit,
+        stop: BlockStop::AnswerHasEos,
+        pads_invisible: false,
+        dynamic_threshold: true,
+        whole_last_block: true,
+        steps_per_block: true,
+    };
+}
+
+/// LLaDA's `generate()` (`llada.rs`): semi-autoregressive blocks, each in `steps_per_block`
+/// steps, every step over the whole sequence or through a Fast-dLLM cache.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Blocks {
+    pub block_length: usize,
+    pub steps_per_block: usize,
+    pub pass: FullPass,
+}
+
+/// Dream's `diffusion_generate()` (`dream.rs`): `steps` steps over the whole canvas on the
+/// timesteps `linspace(1, eps, steps + 1)`; `origin` reveals each masked position with
+/// probability `1 - s/t` instead of the most confident share.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Timesteps {
+    pub eps: f64,
+    pub steps: usize,
+    pub origin: bool,
+}
+
+/// Fast-dLLM's Dream block sampler (`dream_block.rs`): blocks, each on its own timesteps,
+/// through a cache.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct DreamBlocks {
+    pub block_length: usize,
+    pub steps_per_block: usize,
+    pub eps: f64,
+    pub cache: FastDllmCache,
+}
+
+/// Block diffusion (`block_diffusion.rs`): block-causal attention, finished blocks in an exact
+/// cache (`exact_cache`), or everything recomputed every step.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct BlockDiffusion {
+    pub grid: BlockGrid,
+    pub block_length: usize,
+    /// `--steps-per-block`; else `ceil(steps / blocks)`, which depends on the prompt.
+    pub steps_per_block: Option<usize>,
+    pub exact_cache: bool,
+}
+
+impl BlockDiffusion {
+    /// Steps per block for a run of `steps` steps over `blocks` blocks: the flag, else the
+    /// steps spread evenly (rounded up); an even split of a block never takes more steps than
+    /// the block has positions.
+    pub fn steps_per_block(&self, steps: usize, blocks: usize) -> usize {
+        let n = self
+            .steps_per_block
+            .unwrap_or(steps.div_ceil(blocks.max(1)))
+            .max(1);
+        match self.grid.counts {
+            BlockCounts::EvenSplit => n.min(self.block_length),
+            BlockCounts::LinearAlpha => n,
+        }
+    }
+
+    /// Reveal counts for a block of `len` positions in a run of `steps` steps over `blocks`
+    /// blocks (SDAR splits a whole block, whatever its masks).
+    pub fn counts(&self, steps: usize, len: usize, blocks: usize) -> Vec<usize> {
+        let n = self.steps_per_block(steps, blocks);
+        match self.grid.counts {
+            BlockCounts::EvenSplit => transfer_counts(self.block_length, n),
+            BlockCounts::LinearAlpha => bd3lm_counts(len, n),
+        }
+    }
 }
 
 /// Which loop runs, with the facts only that loop reads.
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub enum Driver {
-    /// LLaDA's `generate()` (`llada.rs`): semi-autoregressive blocks, each in
-    /// `steps_per_block` steps, every step over the whole sequence or through a Fast-dLLM cache.
-    Blocks {
-        block_length: usize,
-        steps_per_block: usize,
-        pass: FullPass,
-    },
-    /// Dream's `diffusion_generate()` (`dream.rs`): `steps` steps over the whole canvas on the
-    /// timesteps `linspace(1, eps, steps + 1)`; `origin` reveals each masked position with
-    /// probability `1 - s/t` instead of the most confident share.
-    Timesteps {
-        eps: f64,
-        steps: usize,
-        origin: bool,
-    },
-    /// Fast-dLLM's Dream block sampler (`dream_block.rs`): blocks, each on its own timesteps,
-    /// through a cache.
-    DreamBlocks {
-        block_length: usize,
-        steps_per_block: usize,
-        eps: f64,
-        cache: FastDllmCache,
-    },
-    /// Block diffusion (`block_diffusion.rs`): block-causal attention, finished blocks in an
-    /// exact cache (`exact_cache`), or everything recomputed every step.
-    BlockDiffusion {
-        grid: BlockGrid,
-        block_length: usize,
-        /// `--steps-per-block`; else `ceil(steps / blocks)`, which depends on the prompt.
-        steps_per_block: Option<usize>,
-        exact_cache: bool,
-    },
+    Blocks(Blocks),
+    Timesteps(Timesteps),
+    DreamBlocks(DreamBlocks),
+    BlockDiffusion(BlockDiffusion),
 }
 
 /// Which of the decided positions a step reveals (`reveal.rs`).
@@ -196,16 +258,17 @@ impl Plan {
     /// The block length, or `None` for Dream's schedule over the whole canvas.
     pub fn block_length(&self) -> Option<usize> {
         match self.driver {
-            Driver::Blocks { block_length, .. }
-            | Driver::DreamBlocks { block_length, .. }
-            | Driver::BlockDiffusion { block_length, .. } => Some(block_length),
-            Driver::Timesteps { .. } => None,
+            Driver::Blocks(Blocks { block_length, .. })
+            | Driver::DreamBlocks(DreamBlocks { block_length, .. })
+            | Driver::BlockDiffusion(BlockDiffusion { block_length, .. }) => Some(block_length),
+            Driver::Timesteps(_) => None,
         }
     }
 
     pub fn eps(&self) -> Option<f64> {
         match self.driver {
-            Driver::Timesteps { eps, .. } | Driver::DreamBlocks { eps, .. } => Some(eps),
+            Driver::Timesteps(Timesteps { eps, .. })
+            | Driver::DreamBlocks(DreamBlocks { eps, .. }) => Some(eps),
             _ => None,
         }
     }
@@ -217,24 +280,24 @@ impl Plan {
             FastDllmCache::Dual => CacheMode::Dual,
         };
         match self.driver {
-            Driver::Blocks {
+            Driver::Blocks(Blocks {
                 pass: FullPass::Cached(c),
                 ..
-            }
-            | Driver::DreamBlocks { cache: c, .. } => fast(c),
-            Driver::BlockDiffusion {
+            })
+            | Driver::DreamBlocks(DreamBlocks { cache: c, .. }) => fast(c),
+            Driver::BlockDiffusion(BlockDiffusion {
                 exact_cache: true, ..
-            } => CacheMode::Prefix,
+            }) => CacheMode::Prefix,
             _ => CacheMode::None,
         }
     }
 
     pub fn cfg_scale(&self) -> f64 {
         match self.driver {
-            Driver::Blocks {
+            Driver::Blocks(Blocks {
                 pass: FullPass::Recompute { cfg_scale },
                 ..
-            } => cfg_scale,
+            }) => cfg_scale,
             _ => 0.0,
         }
     }
@@ -264,72 +327,51 @@ impl Plan {
     /// `--steps-per-block` as given (block diffusion only).
     pub fn steps_per_block_flag(&self) -> Option<usize> {
         match self.driver {
-            Driver::BlockDiffusion {
-                steps_per_block, ..
-            } => steps_per_block,
+            Driver::BlockDiffusion(b) => b.steps_per_block,
             _ => None,
         }
     }
 
+    /// Positions denoised after a prompt of `prompt_len` tokens: `gen_length`, or up to the
+    /// next grid line when the grid denoises its last block whole.
+    pub fn canvas_len(&self, prompt_len: usize) -> usize {
+        match self.driver {
+            Driver::BlockDiffusion(b) if b.grid.whole_last_block => {
+                let start = match b.grid.start {
+                    GridStart::SequenceStart => 0,
+                    GridStart::PromptEnd => prompt_len,
+                };
+                let end = prompt_len + self.gen_length;
+                start + (end - start).div_ceil(b.block_length) * b.block_length - prompt_len
+            }
+            _ => self.gen_length,
+        }
+    }
+
     /// The blocks of the canvas after a prompt of `prompt_len` tokens, in canvas positions (the
-    /// last may be shorter). SDAR's grid starts at the first prompt token, so its first canvas
-    /// block is cut short by the prompt's tail.
+    /// last may be shorter, or reach past `gen_length`: [`Plan::canvas_len`]). SDAR's grid
+    /// starts at the first prompt token, so its first canvas block is cut short by the
+    /// prompt's tail.
     pub fn blocks(&self, prompt_len: usize) -> Vec<Range<usize>> {
+        let len = self.canvas_len(prompt_len);
         let Some(bs) = self.block_length() else {
             // One block: the whole canvas.
-            return std::iter::once(0..self.gen_length).collect();
+            return std::iter::once(0..len).collect();
         };
         let tail = match self.driver {
-            Driver::BlockDiffusion { grid, .. } if grid.start == GridStart::SequenceStart => {
+            Driver::BlockDiffusion(b) if b.grid.start == GridStart::SequenceStart => {
                 prompt_len % bs
             }
             _ => 0,
         };
         let mut blocks = Vec::new();
         let mut start = 0;
-        while start < self.gen_length {
-            let end = (start + bs - if start == 0 { tail } else { 0 }).min(self.gen_length);
+        while start < len {
+            let end = (start + bs - if start == 0 { tail } else { 0 }).min(len);
             blocks.push(start..end);
             start = end;
         }
         blocks
-    }
-
-    /// Block diffusion's steps per block for a run of `blocks` blocks: the flag, else the
-    /// steps spread evenly (rounded up); an even split of a block never takes more steps than
-    /// the block has positions.
-    pub fn block_diffusion_steps(&self, blocks: usize) -> usize {
-        let Driver::BlockDiffusion {
-            grid,
-            block_length,
-            steps_per_block,
-            ..
-        } = self.driver
-        else {
-            return 0;
-        };
-        let n = steps_per_block
-            .unwrap_or(self.steps.div_ceil(blocks.max(1)))
-            .max(1);
-        match grid.counts {
-            BlockCounts::EvenSplit => n.min(block_length),
-            BlockCounts::LinearAlpha => n,
-        }
-    }
-
-    /// Block diffusion's reveal counts for a block of `len` positions in a run of `blocks`
-    /// blocks (SDAR splits a whole block, whatever its masks).
-    pub fn block_diffusion_counts(&self, len: usize, blocks: usize) -> Vec<usize> {
-        let steps = self.block_diffusion_steps(blocks);
-        match self.driver {
-            Driver::BlockDiffusion {
-                grid, block_length, ..
-            } => match grid.counts {
-                BlockCounts::EvenSplit => transfer_counts(block_length, steps),
-                BlockCounts::LinearAlpha => bd3lm_counts(len, steps),
-            },
-            _ => Vec::new(),
-        }
     }
 
     /// The steps this plan runs for a prompt of `prompt_len` tokens: exact for a fixed
@@ -341,21 +383,15 @@ impl Plan {
         }
         let blocks = self.blocks(prompt_len);
         match self.driver {
-            Driver::Blocks {
-                block_length,
-                steps_per_block,
-                ..
-            } => {
-                let counts = transfer_counts(block_length, steps_per_block);
+            Driver::Blocks(b) => {
+                let counts = transfer_counts(b.block_length, b.steps_per_block);
                 blocks.len() * counts.iter().filter(|&&k| k > 0).count()
             }
-            Driver::Timesteps { steps, .. } => steps,
-            Driver::DreamBlocks {
-                steps_per_block, ..
-            } => blocks.len() * steps_per_block,
-            Driver::BlockDiffusion { .. } => blocks
+            Driver::Timesteps(t) => t.steps,
+            Driver::DreamBlocks(d) => blocks.len() * d.steps_per_block,
+            Driver::BlockDiffusion(d) => blocks
                 .iter()
-                .map(|b| self.block_diffusion_counts(b.len(), blocks.len()).len())
+                .map(|b| d.counts(self.steps, b.len(), blocks.len()).len())
                 .sum(),
         }
     }
@@ -370,11 +406,11 @@ pub mod tests {
         Plan {
             gen_length,
             steps,
-            driver: Driver::Blocks {
+            driver: Driver::Blocks(Blocks {
                 block_length,
                 steps_per_block: steps / gen_length.div_ceil(block_length),
                 pass: FullPass::Recompute { cfg_scale: 0.0 },
-            },
+            }),
             decision: DecisionRule::Llada {
                 strategy: Strategy::Confidence,
                 temperature: 0.0,
@@ -390,13 +426,14 @@ pub mod tests {
 
     #[test]
     fn sdar_blocks_follow_the_grid_from_the_first_prompt_token() {
+        let grid = BlockDiffusion {
+            grid: BlockGrid::SDAR,
+            block_length: 4,
+            steps_per_block: None,
+            exact_cache: true,
+        };
         let sdar = Plan {
-            driver: Driver::BlockDiffusion {
-                grid: BlockGrid::SDAR,
-                block_length: 4,
-                steps_per_block: None,
-                exact_cache: true,
-            },
+            driver: Driver::BlockDiffusion(grid),
             ..llada(10, 4, 10)
         };
         // A 6-token prompt leaves 2 of its grid block to the canvas.
@@ -405,7 +442,7 @@ pub mod tests {
         // Other families start their blocks at the canvas.
         assert_eq!(llada(10, 4, 10).blocks(6), vec![0..4, 4..8, 8..10]);
         // SDAR splits a whole block: never more steps than positions.
-        assert_eq!(sdar.block_diffusion_steps(3), 4);
+        assert_eq!(grid.steps_per_block(10, 3), 4);
         assert_eq!(sdar.total_steps(6), 12);
     }
 

@@ -74,7 +74,7 @@ impl<'a, F: FnMut(&Step) -> ControlFlow<()>> Run<'a, F> {
         on_step: F,
     ) -> Self {
         let mut seq = prompt.to_vec();
-        seq.resize(prompt.len() + plan.gen_length, special.mask);
+        seq.resize(prompt.len() + plan.canvas_len(prompt.len()), special.mask);
         Run {
             plan,
             special,
@@ -128,14 +128,18 @@ impl<'a, F: FnMut(&Step) -> ControlFlow<()>> Run<'a, F> {
             self.plan.alg_temp(),
             &mut self.rng,
         );
+        let shown = self.plan.gen_length;
         for row in rows {
             let pos = masked[row] as usize;
             self.seq[pos] = decisions[row].token;
-            self.revealed.push(Reveal {
-                position: pos - p,
-                token: decisions[row].token,
-                confidence: decisions[row].confidence,
-            });
+            // Positions past `--gen-length` (a whole last block) are denoised, not shown.
+            if pos - p < shown {
+                self.revealed.push(Reveal {
+                    position: pos - p,
+                    token: decisions[row].token,
+                    confidence: decisions[row].confidence,
+                });
+            }
         }
         self.revealed.sort_by_key(|r| r.position);
         let canvas = &mut self.seq[p..];
@@ -147,13 +151,14 @@ impl<'a, F: FnMut(&Step) -> ControlFlow<()>> Run<'a, F> {
                 *t = self.special.eos;
             }
         }
+        let span = &self.blocks[block];
         let step = Step {
             index: self.steps,
             total: self.total,
             block,
             blocks: self.blocks.len(),
-            block_span: self.blocks[block].clone(),
-            canvas: &self.seq[p..],
+            block_span: span.start.min(shown)..span.end.min(shown),
+            canvas: &self.seq[p..p + shown],
             revealed: &self.revealed,
             nfe: self.nfe,
             elapsed: self.start.elapsed(),
@@ -175,6 +180,7 @@ impl<'a, F: FnMut(&Step) -> ControlFlow<()>> Run<'a, F> {
     }
 
     pub fn finish(self, (end, stop): Outcome) -> Generation {
+        let end = end.min(self.plan.gen_length);
         Generation {
             canvas: self.seq[self.prompt_len..self.prompt_len + end].to_vec(),
             steps: self.steps,

@@ -67,11 +67,11 @@ pub fn linspace_f32(start: f32, end: f32, n: usize) -> Vec<f32> {
 }
 
 /// Dream's timestep schedule for one pass over `steps` steps: `linspace(1, eps, steps + 1)`.
-pub struct Timesteps(Vec<f32>);
+pub struct TimestepSchedule(Vec<f32>);
 
-impl Timesteps {
-    pub fn new(eps: f64, steps: usize) -> Timesteps {
-        Timesteps(linspace_f32(1.0, eps as f32, steps + 1))
+impl TimestepSchedule {
+    pub fn new(eps: f64, steps: usize) -> TimestepSchedule {
+        TimestepSchedule(linspace_f32(1.0, eps as f32, steps + 1))
     }
 
     /// Steps in the schedule.

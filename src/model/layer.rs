@@ -1,6 +1,7 @@
-//! The pre-norm transformer layer both network files build: `x + attn(norm(x))`, then
-//! `x + down(silu(gate(norm(x))) * up(norm(x)))` (the LLaMA/Qwen SwiGLU MLP), and the loop of
-//! layers from embeddings to the final norm. Each model file names the tensors.
+//! The pre-norm transformer layer every network file builds: `x + attn(norm(x))`, then
+//! `x + ffn(norm(x))` with the LLaMA/Qwen SwiGLU MLP `down(silu(gate(x)) * up(x))` or a
+//! mixture of such experts (`moe.rs`), and the loop of layers from embeddings to the final
+//! norm. Each model file names the tensors.
 
 use candle_core::{Result, Tensor};
 
@@ -8,6 +9,7 @@ use super::attention::{LayerInput, SelfAttention};
 use super::denoiser::Pass;
 use super::kv_cache::LayerCache;
 use super::linear::Linear;
+use super::moe::Moe;
 use super::norm::RmsNorm;
 use super::rotary::RotaryEmbedding;
 
@@ -28,13 +30,29 @@ impl SwiGlu {
     }
 }
 
+/// A layer's feed-forward sub-layer.
+#[derive(Debug, Clone)]
+pub enum FeedForward {
+    Dense(SwiGlu),
+    Experts(Moe),
+}
+
+impl FeedForward {
+    pub fn forward(&self, x: &Tensor) -> Result<Tensor> {
+        match self {
+            FeedForward::Dense(mlp) => mlp.forward(x),
+            FeedForward::Experts(moe) => x.apply(moe),
+        }
+    }
+}
+
 /// One pre-norm decoder layer.
 #[derive(Debug, Clone)]
 pub struct Layer {
     pub attn_norm: RmsNorm,
     pub attn: SelfAttention,
     pub mlp_norm: RmsNorm,
-    pub mlp: SwiGlu,
+    pub mlp: FeedForward,
 }
 
 impl Layer {

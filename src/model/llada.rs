@@ -22,7 +22,7 @@ use serde::Deserialize;
 use super::attention::SelfAttention;
 use super::denoiser::Pass;
 use super::kv_cache::LayerCache;
-use super::layer::{run_layers, Layer, SwiGlu};
+use super::layer::{run_layers, FeedForward, Layer, SwiGlu};
 use super::linear::{Linear, TokenEmbedding, WeightFormat};
 use super::norm::RmsNorm;
 use super::rotary::{RopeMath, RotaryEmbedding};
@@ -195,7 +195,7 @@ fn layer(cfg: &Config, vb: VarBuilder, format: WeightFormat) -> Result<Layer> {
             head_dim: hd,
         },
         mlp_norm: RmsNorm::new(d, cfg.rms_norm_eps, vb.pp("ff_norm"))?,
-        mlp: SwiGlu {
+        mlp: FeedForward::Dense(SwiGlu {
             gate_up: Linear::stacked(
                 d,
                 &[(h, vb.pp("ff_proj")), (h, vb.pp("up_proj"))],
@@ -204,7 +204,7 @@ fn layer(cfg: &Config, vb: VarBuilder, format: WeightFormat) -> Result<Layer> {
             )?,
             down: Linear::new(h, d, false, vb.pp("ff_out"), format)?,
             hidden: h,
-        },
+        }),
     })
 }
 

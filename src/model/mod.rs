@@ -12,6 +12,8 @@ pub mod kv_cache;
 pub mod layer;
 pub mod linear;
 pub mod llada;
+pub mod llada2_moe;
+pub mod moe;
 pub mod norm;
 pub mod qwen;
 pub mod random_weights;
@@ -37,6 +39,8 @@ pub enum Body {
     Llada,
     /// The Qwen2/Qwen3 body (`qwen.rs`): Dream, block diffusion.
     Qwen,
+    /// LLaDA2's mixture-of-experts body (`llada2_moe.rs`).
+    Llada2Moe,
 }
 
 /// A parsed config.json.
@@ -44,6 +48,7 @@ pub enum Body {
 pub enum Config {
     Llada(llada::Config),
     Qwen(qwen::Config),
+    Llada2Moe(llada2_moe::Config),
 }
 
 impl Config {
@@ -62,6 +67,12 @@ impl Config {
                 cfg.validate().map_err(|e| anyhow!(e))?;
                 Ok(Config::Qwen(cfg))
             }
+            Body::Llada2Moe => {
+                let cfg: llada2_moe::Config =
+                    serde_json::from_value(json.clone()).map_err(|e| anyhow!("{e}"))?;
+                cfg.validate().map_err(|e| anyhow!(e))?;
+                Ok(Config::Llada2Moe(cfg))
+            }
         }
     }
 
@@ -70,6 +81,7 @@ impl Config {
         match self {
             Config::Llada(c) => c.embedding_rows(),
             Config::Qwen(c) => c.vocab_size,
+            Config::Llada2Moe(c) => c.vocab_size,
         }
     }
 
@@ -78,6 +90,7 @@ impl Config {
         match self {
             Config::Llada(c) => c.parameters(),
             Config::Qwen(c) => c.parameters(),
+            Config::Llada2Moe(c) => c.parameters(),
         }
     }
 
@@ -86,6 +99,7 @@ impl Config {
         match self {
             Config::Llada(c) => c.max_sequence_length,
             Config::Qwen(c) => c.max_position_embeddings,
+            Config::Llada2Moe(c) => c.max_position_embeddings,
         }
     }
 }
@@ -93,6 +107,7 @@ impl Config {
 enum Network {
     Llada(llada::Model),
     Qwen(qwen::Model),
+    Llada2Moe(llada2_moe::Model),
 }
 
 /// How a model's numbers are stored and computed on a device.
@@ -148,10 +163,12 @@ impl Model {
         let network = match config {
             Config::Llada(c) => Network::Llada(llada::Model::new(c, vb, format)?),
             Config::Qwen(c) => Network::Qwen(qwen::Model::new(c, vb, format)?),
+            Config::Llada2Moe(c) => Network::Llada2Moe(llada2_moe::Model::new(c, vb, format)?),
         };
         let layers = match &network {
             Network::Llada(m) => m.layers(),
             Network::Qwen(m) => m.layers(),
+            Network::Llada2Moe(m) => m.layers(),
         };
         Ok(Self {
             network,
@@ -167,6 +184,7 @@ impl Model {
         match &self.network {
             Network::Llada(m) => m.hidden(pass, &mut self.cache),
             Network::Qwen(m) => m.hidden(pass, &mut self.cache),
+            Network::Llada2Moe(m) => m.hidden(pass, &mut self.cache),
         }
     }
 
@@ -175,6 +193,7 @@ impl Model {
         match &self.network {
             Network::Llada(m) => m.logits(hidden),
             Network::Qwen(m) => m.logits(hidden),
+            Network::Llada2Moe(m) => m.logits(hidden),
         }
     }
 

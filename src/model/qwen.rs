@@ -23,7 +23,7 @@ use serde::Deserialize;
 use super::attention::SelfAttention;
 use super::denoiser::Pass;
 use super::kv_cache::LayerCache;
-use super::layer::{run_layers, Layer, SwiGlu};
+use super::layer::{run_layers, FeedForward, Layer, SwiGlu};
 use super::linear::{Linear, TokenEmbedding, WeightFormat};
 use super::norm::RmsNorm;
 use super::rotary::{RopeMath, RotaryEmbedding};
@@ -161,7 +161,7 @@ fn layer(cfg: &Config, vb: VarBuilder, format: WeightFormat) -> Result<Layer> {
             head_dim: hd,
         },
         mlp_norm: RmsNorm::new(d, cfg.rms_norm_eps, vb.pp("post_attention_layernorm"))?,
-        mlp: SwiGlu {
+        mlp: FeedForward::Dense(SwiGlu {
             gate_up: Linear::stacked(
                 d,
                 &[(m, mlp.pp("gate_proj")), (m, mlp.pp("up_proj"))],
@@ -170,7 +170,7 @@ fn layer(cfg: &Config, vb: VarBuilder, format: WeightFormat) -> Result<Layer> {
             )?,
             down: Linear::new(m, d, false, mlp.pp("down_proj"), format)?,
             hidden: m,
-        },
+        }),
     })
 }
 

@@ -4,8 +4,10 @@
 //!
 //! `inv_freq = 1 / theta^(arange(0, d, 2) / d)` and the angle tables are computed in f32, as
 //! both references do. Where the rotation runs is the architecture's choice ([`RopeMath`]).
+//! Partial rotary (LLaDA2's `partial_rotary_factor`, HF `apply_rotary_pos_emb`): a table built
+//! for `d` smaller than the head rotates the first `d` dimensions and passes the rest through.
 
-use candle_core::{DType, Device, Result, Tensor};
+use candle_core::{DType, Device, Result, Tensor, D};
 
 /// Where the rotation is computed.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -50,8 +52,19 @@ impl RotaryEmbedding {
         ))
     }
 
-    /// Rotates `x` (`[batch, heads, seq, head_dim]`) with tables from [`Self::tables`].
+    /// Rotates `x` (`[batch, heads, seq, head_dim]`) with tables from [`Self::tables`]; a head
+    /// wider than the table keeps its last dimensions as they are.
     pub fn apply(&self, x: &Tensor, cos: &Tensor, sin: &Tensor) -> Result<Tensor> {
+        let (width, rotated) = (x.dim(D::Minus1)?, 2 * self.inv_freq.len());
+        if width > rotated {
+            let head = self.rotate(&x.narrow(D::Minus1, 0, rotated)?, cos, sin)?;
+            let rest = x.narrow(D::Minus1, rotated, width - rotated)?;
+            return Tensor::cat(&[&head, &rest.contiguous()?], D::Minus1);
+        }
+        self.rotate(x, cos, sin)
+    }
+
+    fn rotate(&self, x: &Tensor, cos: &Tensor, sin: &Tensor) -> Result<Tensor> {
         let dtype = x.dtype();
         match self.math {
             RopeMath::F32 if dtype != DType::F32 => {
