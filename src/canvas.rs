@@ -33,6 +33,12 @@ pub struct Cell {
     pub confidence: f32,
     /// A stop token (EOS, EOT or pad): the answer ends at the first one.
     pub stop: bool,
+    /// Step at which token editing last rewrote the position (LLaDA2.1), if it did.
+    #[serde(default)]
+    pub edited_at: Option<u32>,
+    /// The text that edit replaced.
+    #[serde(default)]
+    pub replaced: Option<String>,
 }
 
 impl Cell {
@@ -42,6 +48,8 @@ impl Cell {
             revealed_at: None,
             confidence: 0.0,
             stop: false,
+            edited_at: None,
+            replaced: None,
         }
     }
 
@@ -63,6 +71,8 @@ pub struct Frame {
     pub nfe: usize,
     pub elapsed: Duration,
     pub cells: Vec<Cell>,
+    /// Token edits so far (LLaDA2.1).
+    pub edits: usize,
 }
 
 impl Frame {
@@ -82,6 +92,7 @@ impl Frame {
             nfe: 0,
             elapsed: Duration::ZERO,
             cells: vec![Cell::masked(); gen_length],
+            edits: 0,
         }
     }
 
@@ -115,6 +126,9 @@ pub struct FrameBuilder<'a> {
     texts: HashMap<u32, String>,
     revealed_at: Vec<Option<u32>>,
     confidence: Vec<f32>,
+    /// (step, replaced text) of each position's last edit.
+    edited: Vec<Option<(u32, String)>>,
+    edits: usize,
 }
 
 impl<'a> FrameBuilder<'a> {
@@ -124,6 +138,8 @@ impl<'a> FrameBuilder<'a> {
             texts: HashMap::new(),
             revealed_at: vec![None; gen_length],
             confidence: vec![0.0; gen_length],
+            edited: vec![None; gen_length],
+            edits: 0,
         }
     }
 
@@ -142,6 +158,12 @@ impl<'a> FrameBuilder<'a> {
             self.revealed_at[r.position] = Some(step.index as u32 + 1);
             self.confidence[r.position] = r.confidence;
         }
+        for e in step.edited {
+            let old = self.text(e.old)?;
+            self.edited[e.position] = Some((step.index as u32 + 1, old));
+            self.confidence[e.position] = e.confidence;
+            self.edits += 1;
+        }
         let mask = self.tok.special.mask;
         let mut cells = Vec::with_capacity(step.canvas.len());
         for (i, &id) in step.canvas.iter().enumerate() {
@@ -153,6 +175,8 @@ impl<'a> FrameBuilder<'a> {
                     revealed_at: Some(at),
                     confidence: self.confidence[i],
                     stop: self.tok.special.stops.contains(&id),
+                    edited_at: self.edited[i].as_ref().map(|e| e.0),
+                    replaced: self.edited[i].as_ref().map(|e| e.1.clone()),
                 },
             });
         }
@@ -166,6 +190,7 @@ impl<'a> FrameBuilder<'a> {
             nfe: step.nfe,
             elapsed: step.elapsed,
             cells,
+            edits: self.edits,
         })
     }
 

@@ -169,6 +169,18 @@ pub struct SamplerArgs {
     #[arg(long, value_name = "K")]
     pub minimal_topk: Option<usize>,
 
+    /// LLaDA2.1 token editing: rewrite a revealed token whose new argmax is more probable than T (turns editing on).
+    #[arg(long, value_name = "T", allow_negative_numbers = true)]
+    pub edit_threshold: Option<f64>,
+
+    /// LLaDA2.1: editing passes over a block after its last mask (stops early at a pass that edits nothing).
+    #[arg(long, value_name = "N")]
+    pub max_post_steps: Option<usize>,
+
+    /// LLaDA2.1: masks revealed per step at least (the floor of the threshold rule).
+    #[arg(long, value_name = "N")]
+    pub num_to_transfer: Option<usize>,
+
     /// Random seed; the same seed and settings give the same answer.
     #[arg(long, default_value_t = 0)]
     pub seed: u64,
@@ -195,6 +207,9 @@ impl SamplerArgs {
             cache: self.cache,
             steps_per_block: self.steps_per_block,
             minimal_topk: self.minimal_topk,
+            edit_threshold: self.edit_threshold,
+            max_post_steps: self.max_post_steps,
+            num_to_transfer: self.num_to_transfer,
             early_stop: match (self.early_stop, self.no_early_stop) {
                 (true, _) => Some(true),
                 (_, true) => Some(false),

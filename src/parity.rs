@@ -109,6 +109,9 @@ fn case_flags(case: &Value) -> Result<Defaults> {
         cache,
         steps_per_block: usize_of("steps_per_block"),
         minimal_topk: None,
+        edit_threshold: None,
+        max_post_steps: None,
+        num_to_transfer: None,
         early_stop: None,
     })
 }

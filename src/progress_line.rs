@@ -93,6 +93,7 @@ mod tests {
             block_span: 0..2,
             canvas: &canvas,
             revealed: &revealed,
+            edited: &[],
             nfe: 2,
             elapsed: Duration::from_secs(2),
         };

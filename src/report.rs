@@ -36,6 +36,8 @@ pub struct Report {
     /// The answer was final before the schedule ended.
     pub stopped_early: bool,
     pub cancelled: bool,
+    /// Revealed tokens rewritten by token editing (LLaDA2.1; 0 otherwise).
+    pub edits: usize,
     pub settings: Settings,
 }
 
@@ -62,6 +64,10 @@ pub struct Settings {
     pub cache: CacheMode,
     /// Block diffusion's steps per block, when set.
     pub steps_per_block: Option<usize>,
+    /// LLaDA2.1 token editing: the edit threshold, post-steps and mask floor, when on.
+    pub edit_threshold: Option<f64>,
+    pub max_post_steps: Option<usize>,
+    pub num_to_transfer: Option<usize>,
     pub early_stop: bool,
     pub seed: u64,
 }
@@ -89,6 +95,9 @@ impl From<&Plan> for Settings {
             entropy_bound: p.entropy_bound(),
             cache: p.cache(),
             steps_per_block: p.steps_per_block_flag(),
+            edit_threshold: p.editing().map(|e| e.threshold),
+            max_post_steps: p.editing().map(|e| e.max_post_steps),
+            num_to_transfer: p.editing().map(|e| e.num_to_transfer),
             early_stop: p.early_stop,
             seed: p.seed,
         }

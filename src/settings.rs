@@ -7,7 +7,7 @@ use serde::Deserialize;
 
 use crate::diffusion::decision::{DecisionRule, Strategy};
 use crate::diffusion::plan::{
-    BlockDiffusion, BlockGrid, Blocks, CacheMode, DreamBlocks, Driver, FastDllmCache, FullPass,
+    BlockDiffusion, BlockGrid, Blocks, CacheMode, DreamBlocks, Driver, Editing, FastDllmCache, FullPass,
     Plan, RevealRule, Timesteps,
 };
 
@@ -43,6 +43,9 @@ pub struct Defaults {
     pub cache: Option<CacheMode>,
     pub steps_per_block: Option<usize>,
     pub minimal_topk: Option<usize>,
+    pub edit_threshold: Option<f64>,
+    pub max_post_steps: Option<usize>,
+    pub num_to_transfer: Option<usize>,
     pub early_stop: Option<bool>,
 }
 
@@ -67,6 +70,9 @@ impl Defaults {
             cache: self.cache.or(lower.cache),
             steps_per_block: self.steps_per_block.or(lower.steps_per_block),
             minimal_topk: self.minimal_topk.or(lower.minimal_topk),
+            edit_threshold: self.edit_threshold.or(lower.edit_threshold),
+            max_post_steps: self.max_post_steps.or(lower.max_post_steps),
+            num_to_transfer: self.num_to_transfer.or(lower.num_to_transfer),
             early_stop: self.early_stop.or(lower.early_stop),
         }
     }
@@ -77,6 +83,38 @@ const FALLBACK_GEN_LENGTH: usize = 128;
 const FALLBACK_BLOCK_LENGTH: usize = 32;
 /// Dream's `DreamGenerationConfig` default.
 const FALLBACK_EPS: f64 = 1e-3;
+
+/// LLaDA2.1's token editing, on when an edit threshold is set (`--edit-threshold` or a model
+/// card); its flags belong to the LLaDA2 sampler.
+fn editing(flags: &Defaults, merged: &Defaults, llada2: bool) -> Result<Option<Editing>> {
+    let given = [
+        ("--edit-threshold", flags.edit_threshold.is_some()),
+        ("--max-post-steps", flags.max_post_steps.is_some()),
+        ("--num-to-transfer", flags.num_to_transfer.is_some()),
+    ];
+    if let Some((flag, _)) = given.iter().find(|(_, set)| *set && !llada2) {
+        bail!("{flag} belongs to the LLaDA2.1 sampler; this model does not use it");
+    }
+    let Some(threshold) = merged.edit_threshold.filter(|_| llada2) else {
+        if let Some((flag, _)) = given[1..].iter().find(|(_, set)| *set) {
+            bail!("{flag} needs token editing: give --edit-threshold too");
+        }
+        return Ok(None);
+    };
+    if !(0.0..=1.0).contains(&threshold) {
+        bail!("--edit-threshold must be in [0, 1], got {threshold}");
+    }
+    let num_to_transfer = merged.num_to_transfer.unwrap_or(1);
+    if num_to_transfer == 0 {
+        bail!("--num-to-transfer must be at least 1");
+    }
+    Ok(Some(Editing {
+        threshold,
+        // The authors' defaults (`generate()` of LLaDA2.1).
+        max_post_steps: merged.max_post_steps.unwrap_or(16),
+        num_to_transfer,
+    }))
+}
 
 /// Resolves `flags` over `defaults` into the checked plan for a model of `family`
 /// (`shift_logits`: logit row `i - 1` predicts position `i`).
@@ -270,6 +308,7 @@ pub fn resolve(
     if minimal_topk == 0 {
         bail!("--minimal-topk must be at least 1");
     }
+    let editing = editing(flags, &merged, per_block)?;
     let top_p = merged.top_p;
     if let Some(p) = top_p.filter(|p| !(*p > 0.0 && *p <= 1.0)) {
         bail!("--top-p must be in (0, 1], got {p}");
@@ -307,7 +346,11 @@ pub fn resolve(
     };
     let driver = match (family, block_length, fast_dllm) {
         (Family::BlockDiffusion(grid), b, _) => Driver::BlockDiffusion(BlockDiffusion {
-            grid,
+            grid: match editing {
+                Some(_) => BlockGrid::LLADA21,
+                None => grid,
+            },
+            editing,
             block_length: b.unwrap_or(FALLBACK_BLOCK_LENGTH),
             // LLaDA2 `generate()`: `steps = min(steps, gen_length // minimal_topk)` per block.
             steps_per_block: match grid.steps_per_block {

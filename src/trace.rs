@@ -1,13 +1,16 @@
 //! `--trace FILE`: every denoising step as one JSON line, and `dcoder replay FILE` to play it.
 //!
-//! Format (version 1), one JSON object per line, distinguished by `type`:
+//! Format (version 2; version 1 is read too), one JSON object per line, distinguished by
+//! `type`:
 //! - `header`: `version`, `model`, `arch`, `prompt` (the text sent to the model), `prompt_tokens`,
 //!   `gen_length`, `blocks`, `total_steps`, `block_length` (null for Dream's timestep schedule),
 //!   `mask_token`;
 //! - `step`, one per step: `step` (1-based), `block`, `block_start`, `block_end` (canvas
 //!   positions), `nfe`, `elapsed_s`, and `revealed`: the positions revealed by this step, each
 //!   `{position, token, text, confidence, stop}`, where `text` is the display text of that
-//!   position (see canvas.rs) and `stop` marks EOS/EOT/pad;
+//!   position (see canvas.rs) and `stop` marks EOS/EOT/pad; and (version 2) `edited`: the
+//!   revealed positions this step rewrote (LLaDA2.1 token editing), each `{position, old,
+//!   new, old_text, text, confidence, stop}`;
 //! - `end`: `text` (the answer), `tokens` (the whole canvas), `steps`, `nfe`, `elapsed_s`,
 //!   `cancelled`, `stopped_early`.
 
@@ -23,7 +26,9 @@ use crate::canvas::{Cell, Frame};
 use crate::diffusion::{Generation, Plan, Step};
 use crate::session::Session;
 
-const VERSION: u32 = 1;
+const VERSION: u32 = 2;
+/// Versions `read` accepts: version 1 has no `edited` lists.
+const READS: [u32; 2] = [1, 2];
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(tag = "type", rename_all = "kebab-case")]
@@ -48,6 +53,8 @@ pub enum Record {
         nfe: usize,
         elapsed_s: f64,
         revealed: Vec<Revealed>,
+        #[serde(default, skip_serializing_if = "Vec::is_empty")]
+        edited: Vec<Edited>,
     },
     End {
         text: String,
@@ -58,6 +65,18 @@ pub enum Record {
         cancelled: bool,
         stopped_early: bool,
     },
+}
+
+/// A position token editing rewrote.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Edited {
+    pub position: usize,
+    pub old: u32,
+    pub new: u32,
+    pub old_text: String,
+    pub text: String,
+    pub confidence: f32,
+    pub stop: bool,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -120,6 +139,22 @@ impl TraceWriter {
                 stop: frame.cells[r.position].stop,
             })
             .collect();
+        let edited = step
+            .edited
+            .iter()
+            .map(|e| {
+                let cell = &frame.cells[e.position];
+                Edited {
+                    position: e.position,
+                    old: e.old,
+                    new: e.new,
+                    old_text: cell.replaced.clone().unwrap_or_default(),
+                    text: cell.text.clone(),
+                    confidence: e.confidence,
+                    stop: cell.stop,
+                }
+            })
+            .collect();
         self.write(&Record::Step {
             step: step.index + 1,
             block: step.block,
@@ -128,6 +163,7 @@ impl TraceWriter {
             nfe: step.nfe,
             elapsed_s: step.elapsed.as_secs_f64(),
             revealed,
+            edited,
         })
     }
 
@@ -187,9 +223,9 @@ pub fn read(path: &Path) -> Result<Replay> {
     else {
         bail!("{}: the first line is not a trace header", path.display());
     };
-    if version != VERSION {
+    if !READS.contains(&version) {
         bail!(
-            "{}: trace version {version}, this dcoder reads version {VERSION}",
+            "{}: trace version {version}, this dcoder reads versions 1 and {VERSION}",
             path.display()
         );
     }
@@ -206,6 +242,7 @@ pub fn read(path: &Path) -> Result<Replay> {
                 nfe,
                 elapsed_s,
                 revealed,
+                edited,
             } => {
                 for r in revealed {
                     let Some(cell) = frame.cells.get_mut(r.position) else {
@@ -221,7 +258,25 @@ pub fn read(path: &Path) -> Result<Replay> {
                         revealed_at: Some(step as u32),
                         confidence: r.confidence,
                         stop: r.stop,
+                        edited_at: None,
+                        replaced: None,
                     };
+                }
+                for e in edited {
+                    let Some(cell) = frame.cells.get_mut(e.position) else {
+                        bail!(
+                            "{} line {}: edited position {} is outside the {gen_length}-token canvas",
+                            path.display(),
+                            n + 1,
+                            e.position
+                        );
+                    };
+                    cell.text = e.text;
+                    cell.stop = e.stop;
+                    cell.confidence = e.confidence;
+                    cell.edited_at = Some(step as u32);
+                    cell.replaced = Some(e.old_text);
+                    frame.edits += 1;
                 }
                 frame.step = step;
                 frame.block = block;

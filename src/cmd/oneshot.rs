@@ -184,6 +184,7 @@ fn run_plain(mut session: Session, plan: Plan, prompt: String, args: &RunArgs) -
             nfe_saved: plan.steps.saturating_sub(generation.nfe),
             stopped_early: generation.stopped_early,
             cancelled: generation.cancelled,
+            edits: generation.edits,
             settings: Settings::from(&plan),
         };
         serde_json::to_writer(&mut out, &report)?;

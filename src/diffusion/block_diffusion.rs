@@ -87,17 +87,42 @@ pub fn run<F: FnMut(&Step) -> ControlFlow<()>>(
         let block_positions: Vec<u32> =
             (next_position..next_position + (stop_at - first) as u32).collect();
         let mut i = 0;
+        let mut post_steps = 0;
         loop {
             let masked = run.masked(span);
-            if masked.is_empty() || (!plan.reveal.adaptive() && i >= counts.len()) {
-                break;
-            }
-            // A whole block's count may exceed the masks left beside SDAR's prompt tail.
-            let count = counts.get(i).copied().unwrap_or(1).min(masked.len());
-            let transfer = Transfer::of(plan.reveal, || Share::Count(count));
+            // Which rows the pass decides, what it may reveal, and whether it edits.
+            let (rows, transfer, edit) = match driver.editing {
+                None => {
+                    if masked.is_empty() || (!plan.reveal.adaptive() && i >= counts.len()) {
+                        break;
+                    }
+                    // A whole block's count may exceed the masks left beside SDAR's prompt tail.
+                    let count = counts.get(i).copied().unwrap_or(1).min(masked.len());
+                    let transfer = Transfer::of(plan.reveal, || Share::Count(count));
+                    (masked.clone(), transfer, None)
+                }
+                // LLaDA2.1: every answer position of the block is decided; once no mask is
+                // left, passes are post-steps.
+                Some(e) => {
+                    if masked.is_empty() {
+                        post_steps += 1;
+                    }
+                    if post_steps > e.max_post_steps {
+                        break;
+                    }
+                    let transfer = match masked.is_empty() {
+                        true => Transfer::Count(0),
+                        false => Transfer::of(plan.reveal, || {
+                            Share::Count(e.num_to_transfer.min(masked.len()))
+                        }),
+                    };
+                    let rows = (start as u32..stop_at as u32).collect();
+                    (rows, transfer, Some(e.threshold))
+                }
+            };
             i += 1;
             let logits = if exact {
-                let rows: Vec<u32> = masked.iter().map(|&m| m - first as u32).collect();
+                let rows: Vec<u32> = rows.iter().map(|&m| m - first as u32).collect();
                 let pass = Pass {
                     ids: &ids(&run.seq[first..stop_at], &device)?,
                     positions: &block_positions,
@@ -115,7 +140,7 @@ pub fn run<F: FnMut(&Step) -> ControlFlow<()>>(
                 let pos: Vec<u32> = (0..keep.len() as u32).collect();
                 let groups: Vec<usize> = keep.iter().map(|&i| block_of(i)).collect();
                 let bias = block_causal_bias(&groups, &groups, &device)?;
-                let rows: Vec<u32> = masked
+                let rows: Vec<u32> = rows
                     .iter()
                     .filter_map(|&m| keep.iter().position(|&k| k == m as usize))
                     .map(|r| r as u32)
@@ -130,8 +155,13 @@ pub fn run<F: FnMut(&Step) -> ControlFlow<()>>(
             }
             .with_context(|| format!("model forward pass at step {}", run.steps()))?;
             run.nfe += 1;
-            if let ControlFlow::Break(stop) = run.reveal(&logits, &masked, transfer, block)? {
+            let flow = run.reveal_and_edit(&logits, &rows, transfer, edit, block)?;
+            if let ControlFlow::Break(stop) = flow {
                 return Ok((end, Some(stop)));
+            }
+            // LLaDA2.1 ends a block at the first pass after its masks that edits nothing.
+            if edit.is_some() && masked.is_empty() && run.step_edits() == 0 {
+                break;
             }
         }
         let stopped = match grid.stop {
@@ -140,6 +170,12 @@ pub fn run<F: FnMut(&Step) -> ControlFlow<()>>(
                 .any(|t| run.special.stops.contains(t)),
             BlockStop::BlockHoldsEos => run.seq[start..stop_at].contains(&run.special.eos),
             BlockStop::AnswerHasEos => run.seq[p..stop_at].contains(&run.special.eos),
+            BlockStop::EarlyStopOnly => {
+                let answer = &run.seq[p..stop_at];
+                plan.early_stop
+                    && !answer.contains(&run.special.mask)
+                    && answer.contains(&run.special.eos)
+            }
         };
         if stopped {
             let blocks_left = block + 1 < blocks.len();

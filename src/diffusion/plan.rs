@@ -75,8 +75,11 @@ pub enum BlockStop {
     BlockHoldsEos,
     /// After a block, once any stop id (EOS, EOT, pad) appears in the answer (SDAR).
     AnswerHasStop,
-    /// After a block, once EOS appears in the answer (LLaDA2's `generate()`).
+    /// After a block, once EOS appears in the answer (LLaDA2.0's `generate()`).
     AnswerHasEos,
+    /// Only with `--early-stop`: after a block, once the answer has no masks left and holds
+    /// EOS (LLaDA2.1's `generate()`, whose edits can still rewrite a revealed EOS).
+    EarlyStopOnly,
 }
 
 /// A block-diffusion sampler described as data: BD3LM and SDAR differ only in these facts.
@@ -131,6 +134,23 @@ impl BlockGrid {
         whole_last_block: true,
         steps_per_block: true,
     };
+    /// LLaDA2.1's `generate()` (token editing): LLaDA2.0's grid, stopping only on request.
+    pub const LLADA21: BlockGrid = BlockGrid {
+        stop: BlockStop::EarlyStopOnly,
+        ..BlockGrid::LLADA2
+    };
+}
+
+/// LLaDA2.1's token editing: while a block is denoised, a revealed (non-prompt) position of it
+/// whose argmax changed is rewritten when the new token's probability is above `threshold`;
+/// once the block has no masks, further passes (post-steps) edit only, until one edits nothing
+/// or `max_post_steps` have run. Masks are revealed by the dynamic threshold rule with
+/// `num_to_transfer` as the floor instead of a schedule.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Editing {
+    pub threshold: f64,
+    pub max_post_steps: usize,
+    pub num_to_transfer: usize,
 }
 
 /// LLaDA's `generate()` (`llada.rs`): semi-autoregressive blocks, each in `steps_per_block`
@@ -171,6 +191,8 @@ pub struct BlockDiffusion {
     /// `--steps-per-block`; else `ceil(steps / blocks)`, which depends on the prompt.
     pub steps_per_block: Option<usize>,
     pub exact_cache: bool,
+    /// LLaDA2.1's token editing, when on.
+    pub editing: Option<Editing>,
 }
 
 impl BlockDiffusion {
@@ -324,6 +346,14 @@ impl Plan {
         }
     }
 
+    /// LLaDA2.1's token editing, when on.
+    pub fn editing(&self) -> Option<Editing> {
+        match self.driver {
+            Driver::BlockDiffusion(b) => b.editing,
+            _ => None,
+        }
+    }
+
     /// `--steps-per-block` as given (block diffusion only).
     pub fn steps_per_block_flag(&self) -> Option<usize> {
         match self.driver {
@@ -378,10 +408,17 @@ impl Plan {
     /// schedule, an upper bound with parallel decoding (one token per step at worst), early
     /// stops and skipped steps. The live view's gauge reads it before the first step.
     pub fn total_steps(&self, prompt_len: usize) -> usize {
+        let blocks = self.blocks(prompt_len);
+        if let Driver::BlockDiffusion(BlockDiffusion {
+            editing: Some(e), ..
+        }) = self.driver
+        {
+            // At most one mask revealed per step, then the post-steps.
+            return blocks.iter().map(|b| b.len() + e.max_post_steps).sum();
+        }
         if self.reveal.adaptive() {
             return self.gen_length;
         }
-        let blocks = self.blocks(prompt_len);
         match self.driver {
             Driver::Blocks(b) => {
                 let counts = transfer_counts(b.block_length, b.steps_per_block);
@@ -431,6 +468,7 @@ pub mod tests {
             block_length: 4,
             steps_per_block: None,
             exact_cache: true,
+            editing: None,
         };
         let sdar = Plan {
             driver: Driver::BlockDiffusion(grid),

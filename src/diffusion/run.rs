@@ -12,7 +12,7 @@ use rand::{rngs::StdRng, SeedableRng};
 use super::decision::{entropies, eos_last_ids, neg_inf_bias, Rule};
 use super::plan::Plan;
 use super::reveal::{select, Transfer};
-use super::step::{Generation, Reveal, SpecialIds, Step};
+use super::step::{Edit, Generation, Reveal, SpecialIds, Step};
 
 /// Why a driver stopped early.
 pub enum Stop {
@@ -62,6 +62,9 @@ pub struct Run<'a, F> {
     steps: usize,
     total: usize,
     revealed: Vec<Reveal>,
+    edited: Vec<Edit>,
+    edits: usize,
+    step_edits: usize,
     on_step: F,
 }
 
@@ -88,6 +91,9 @@ impl<'a, F: FnMut(&Step) -> ControlFlow<()>> Run<'a, F> {
             steps: 0,
             total: plan.total_steps(prompt.len()),
             revealed: Vec::new(),
+            edited: Vec::new(),
+            edits: 0,
+            step_edits: 0,
             on_step,
         }
     }
@@ -110,16 +116,73 @@ impl<'a, F: FnMut(&Step) -> ControlFlow<()>> Run<'a, F> {
         transfer: Transfer,
         block: usize,
     ) -> Result<ControlFlow<Stop>> {
-        let decisions = self.rule.decide(logits, &mut self.rng)?;
+        self.reveal_and_edit(logits, masked, transfer, None, block)
+    }
+
+    /// Like [`Run::reveal`] over `rows` (absolute positions, masked or not, one per logits
+    /// row): reveals what `transfer` allows among the masked ones and, with an edit threshold,
+    /// rewrites every revealed answer position whose argmax changed to a token more probable
+    /// than the threshold (LLaDA2.1). Returns how many positions it rewrote.
+    pub fn reveal_and_edit(
+        &mut self,
+        logits: &Tensor,
+        rows: &[u32],
+        transfer: Transfer,
+        edit_threshold: Option<f64>,
+        block: usize,
+    ) -> Result<ControlFlow<Stop>> {
+        let all = self.rule.decide(logits, &mut self.rng)?;
+        let mask = self.special.mask;
+        let (masked, decisions): (Vec<u32>, Vec<_>) = rows
+            .iter()
+            .zip(&all)
+            .filter(|(&pos, _)| self.seq[pos as usize] == mask)
+            .map(|(&pos, d)| (pos, *d))
+            .unzip();
+        let logits = match masked.len() == rows.len() {
+            true => logits.clone(),
+            false => {
+                let keep: Vec<u32> = (0..rows.len() as u32)
+                    .filter(|&r| self.seq[rows[r as usize] as usize] == mask)
+                    .collect();
+                let keep = Tensor::from_slice(&keep, keep.len(), logits.device())?;
+                logits.index_select(&keep, 0)?
+            }
+        };
+        let p = self.prompt_len;
+        let shown = self.plan.gen_length;
+        // Edits first, judged on the tokens as they were before this step (a position revealed
+        // now is not edited now).
+        self.edited.clear();
+        self.step_edits = 0;
+        if let Some(threshold) = edit_threshold {
+            let threshold = threshold as f32;
+            for (&pos, d) in rows.iter().zip(&all) {
+                let (pos, old) = (pos as usize, self.seq[pos as usize]);
+                if pos >= p && old != mask && old != d.token && d.confidence > threshold {
+                    self.seq[pos] = d.token;
+                    self.edits += 1;
+                    self.step_edits += 1;
+                    if pos - p < shown {
+                        self.edited.push(Edit {
+                            position: pos - p,
+                            old,
+                            new: d.token,
+                            confidence: d.confidence,
+                        });
+                    }
+                }
+            }
+        }
+        let masked = &masked[..];
         let entropies = match transfer {
             Transfer::EntropyBound(_) => entropies(
-                logits,
+                &logits,
                 self.plan.decision.temperature(),
                 self.rule.logit_bias(),
             )?,
             _ => Vec::new(),
         };
-        let p = self.prompt_len;
         self.revealed.clear();
         let rows = select(
             &decisions,
@@ -128,7 +191,6 @@ impl<'a, F: FnMut(&Step) -> ControlFlow<()>> Run<'a, F> {
             self.plan.alg_temp(),
             &mut self.rng,
         );
-        let shown = self.plan.gen_length;
         for row in rows {
             let pos = masked[row] as usize;
             self.seq[pos] = decisions[row].token;
@@ -143,7 +205,9 @@ impl<'a, F: FnMut(&Step) -> ControlFlow<()>> Run<'a, F> {
         }
         self.revealed.sort_by_key(|r| r.position);
         let canvas = &mut self.seq[p..];
+        // With token editing a revealed token can still change: no answer is final mid-block.
         let done = self.plan.early_stop
+            && edit_threshold.is_none()
             && canvas.contains(&self.special.mask)
             && answer_is_final(canvas, self.special);
         if done {
@@ -160,6 +224,7 @@ impl<'a, F: FnMut(&Step) -> ControlFlow<()>> Run<'a, F> {
             block_span: span.start.min(shown)..span.end.min(shown),
             canvas: &self.seq[p..p + shown],
             revealed: &self.revealed,
+            edited: &self.edited,
             nfe: self.nfe,
             elapsed: self.start.elapsed(),
         };
@@ -172,6 +237,11 @@ impl<'a, F: FnMut(&Step) -> ControlFlow<()>> Run<'a, F> {
         } else {
             ControlFlow::Continue(())
         })
+    }
+
+    /// Positions the last step rewrote (token editing).
+    pub fn step_edits(&self) -> usize {
+        self.step_edits
     }
 
     /// Steps reported so far.
@@ -188,6 +258,7 @@ impl<'a, F: FnMut(&Step) -> ControlFlow<()>> Run<'a, F> {
             elapsed: self.start.elapsed(),
             cancelled: matches!(stop, Some(Stop::Cancelled)),
             stopped_early: matches!(stop, Some(Stop::AnswerFinal)),
+            edits: self.edits,
         }
     }
 }

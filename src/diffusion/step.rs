@@ -27,6 +27,18 @@ pub struct Reveal {
     pub confidence: f32,
 }
 
+/// A revealed position rewritten by a step (LLaDA2.1's token editing).
+#[derive(Debug, Clone, Copy, PartialEq, Serialize)]
+pub struct Edit {
+    /// Index into the canvas.
+    pub position: usize,
+    /// The token it held.
+    pub old: u32,
+    /// The token it holds now.
+    pub new: u32,
+    pub confidence: f32,
+}
+
 /// What the loop reports after every step.
 #[derive(Debug)]
 pub struct Step<'a> {
@@ -41,6 +53,8 @@ pub struct Step<'a> {
     /// The whole canvas after this step; unrevealed positions hold the mask id.
     pub canvas: &'a [u32],
     pub revealed: &'a [Reveal],
+    /// Revealed positions this step rewrote (token editing), by position.
+    pub edited: &'a [Edit],
     /// Model forward passes so far (a guided step's two rows are one batched pass).
     pub nfe: usize,
     /// Time spent in the loop so far.
@@ -61,4 +75,6 @@ pub struct Generation {
     pub cancelled: bool,
     /// The answer was final before the schedule ended.
     pub stopped_early: bool,
+    /// Revealed tokens rewritten by token editing.
+    pub edits: usize,
 }

@@ -530,6 +530,8 @@ mod tests {
                 revealed_at: Some(step as u32),
                 confidence: 0.5,
                 stop: false,
+                edited_at: None,
+                replaced: None,
             };
         }
         f.step = step;

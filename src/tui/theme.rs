@@ -24,6 +24,8 @@ pub struct Theme {
     pub stop: Style,
     /// Revealed this step, then the next steps, fading: index = age in steps.
     pub fresh: [Style; 3],
+    /// Rewritten by token editing in the last few steps.
+    pub edited: Style,
     pub user: Style,
     pub accent: Style,
     pub dim: Style,
@@ -52,6 +54,7 @@ impl Theme {
                     Style::new().add_modifier(Modifier::BOLD),
                     Style::new().add_modifier(Modifier::BOLD),
                 ],
+                edited: Style::new().add_modifier(Modifier::UNDERLINED | Modifier::BOLD),
                 user: Style::new().add_modifier(Modifier::BOLD),
                 accent: Style::new().add_modifier(Modifier::BOLD),
                 dim: Style::new().add_modifier(Modifier::DIM),
@@ -74,6 +77,9 @@ impl Theme {
                     Style::new().bg(Color::Rgb(0x5c, 0x4b, 0x1f)),
                     Style::new().bg(Color::Rgb(0x3b, 0x34, 0x22)),
                 ],
+                edited: Style::new()
+                    .bg(Color::Rgb(0x6b, 0x2f, 0x5f))
+                    .add_modifier(Modifier::BOLD | Modifier::UNDERLINED),
                 user: Style::new().fg(Color::Rgb(0x96, 0xb5, 0xb4)),
                 accent: Style::new()
                     .fg(Color::Rgb(0xeb, 0xcb, 0x8b))
@@ -98,6 +104,9 @@ impl Theme {
                     Style::new().bg(Color::Rgb(0xff, 0xe5, 0x8f)),
                     Style::new().bg(Color::Rgb(0xff, 0xf5, 0xd1)),
                 ],
+                edited: Style::new()
+                    .bg(Color::Rgb(0xf0, 0xc0, 0xf0))
+                    .add_modifier(Modifier::BOLD | Modifier::UNDERLINED),
                 user: Style::new().fg(Color::Rgb(0x00, 0x5c, 0xc5)),
                 accent: Style::new()
                     .fg(Color::Rgb(0x8a, 0x46, 0x00))

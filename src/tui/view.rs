@@ -147,6 +147,15 @@ fn cell_style(frame: &Frame, i: usize, base: Style, theme: &Theme, mode: CanvasM
         None if frame.block_span.contains(&i) => theme.mask_active,
         None => theme.mask_waiting,
         Some(_) if cell.stop => theme.stop,
+        // A token the model just rewrote (LLaDA2.1 editing) stands out from fresh reveals.
+        Some(_)
+            if mode == CanvasMode::Live
+                && cell
+                    .edited_at
+                    .is_some_and(|at| (frame.step as u32).saturating_sub(at) < FADE_STEPS) =>
+        {
+            base.patch(theme.edited)
+        }
         Some(at) if mode == CanvasMode::Live => {
             let age = (frame.step as u32).saturating_sub(at);
             match theme.fresh.get(age as usize).filter(|_| age < FADE_STEPS) {
@@ -185,8 +194,25 @@ fn plain_lines(text: &str, style: Style, width: u16) -> Vec<Line<'static>> {
 /// tokens revealed per forward pass).
 pub fn progress(frame: &Frame) -> String {
     let tpf = frame.revealed() as f64 / frame.nfe.max(1) as f64;
+    // Token editing: how many rewrites so far, and what this step's replaced.
+    let edits = match frame.edits {
+        0 => String::new(),
+        n => {
+            let now: Vec<String> = frame
+                .cells
+                .iter()
+                .filter(|c| c.edited_at == Some(frame.step as u32))
+                .filter_map(|c| Some(format!("{}→{}", c.replaced.as_deref()?.trim(), c.text.trim())))
+                .take(3)
+                .collect();
+            match now.is_empty() {
+                true => format!(" · {n} edits"),
+                false => format!(" · {n} edits ({})", now.join(", ")),
+            }
+        }
+    };
     format!(
-        "step {}/{} · block {}/{} · NFE {} · {}/{} · TPF {tpf:.1} · {:.1} tok/s · {:.1} s",
+        "step {}/{} · block {}/{} · NFE {} · {}/{} · TPF {tpf:.1} · {:.1} tok/s · {:.1} s{edits}",
         frame.step,
         frame.total,
         (frame.block + 1).min(frame.blocks.max(1)),
@@ -566,6 +592,8 @@ mod tests {
                     revealed_at: Some(s as u32 + 1),
                     confidence: 0.8,
                     stop: i >= 18,
+                    edited_at: None,
+                    replaced: None,
                 };
             }
         }
@@ -776,6 +804,8 @@ mod tests {
             revealed_at: Some(1),
             confidence: 0.5,
             stop: false,
+            edited_at: None,
+            replaced: None,
         };
         frame.step = 1;
         app.handle(Event::Engine(EngineEvent::Frame(frame)));
@@ -793,6 +823,8 @@ mod tests {
             revealed_at: Some(1),
             confidence: 0.5,
             stop: false,
+            edited_at: None,
+            replaced: None,
         };
         frame.step = 1;
         let (lines, _) = canvas_lines(&frame, &app, 5, CanvasMode::Answer);
