@@ -22,6 +22,8 @@ mod device;
 mod diffusion;
 mod engine;
 mod hub;
+#[cfg(test)]
+mod llada2_parity;
 mod model;
 #[cfg(test)]
 mod parity;

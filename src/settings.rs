@@ -7,8 +7,8 @@ use serde::Deserialize;
 
 use crate::diffusion::decision::{DecisionRule, Strategy};
 use crate::diffusion::plan::{
-    BlockDiffusion, BlockGrid, Blocks, CacheMode, DreamBlocks, Driver, Editing, FastDllmCache, FullPass,
-    Plan, RevealRule, Timesteps,
+    BlockDiffusion, BlockGrid, Blocks, CacheMode, DreamBlocks, Driver, Editing, FastDllmCache,
+    FullPass, Plan, RevealRule, Timesteps,
 };
 
 /// Which reference sampler a model follows: what `resolve` needs to know of its architecture.

@@ -342,13 +342,32 @@ impl Model {
         hidden.apply(&self.lm_head)
     }
 
-    /// The experts each position of `x` (`[rows, hidden]`, the input of layer `layer`'s MLP
-    /// norm) would be routed to; `None` for a dense layer.
+    /// The experts layer `layer` routes each position of an uncached `pass` to, best first;
+    /// `None` for a dense layer (the forward checks compare them with the reference's).
     #[cfg(test)]
-    pub fn moe(&self, layer: usize) -> Option<&Moe> {
-        match &self.layers.get(layer)?.mlp {
-            FeedForward::Experts(m) => Some(m),
-            FeedForward::Dense(_) => None,
+    pub fn routes(&self, pass: &Pass, layer: usize) -> Result<Option<Vec<Vec<usize>>>> {
+        use super::attention::LayerInput;
+        let input = LayerInput::new(&self.rope, pass)?;
+        let mut cache = vec![LayerCache::default(); self.layers.len()];
+        let mut x = self.word_embeddings.forward(pass.ids)?;
+        for (l, layer_cache) in self.layers[..layer].iter().zip(cache.iter_mut()) {
+            x = l.forward(&x, &input, layer_cache)?;
         }
+        let l = &self.layers[layer];
+        let FeedForward::Experts(moe) = &l.mlp else {
+            return Ok(None);
+        };
+        let x = (&x
+            + l.attn
+                .forward(&x.apply(&l.attn_norm)?, &input, &mut cache[layer])?)?;
+        let h = x.apply(&l.mlp_norm)?;
+        let (b, t, d) = h.dims3()?;
+        let routes = moe.route(&h.reshape((b * t, d))?)?;
+        Ok(Some(
+            routes
+                .into_iter()
+                .map(|r| r.into_iter().map(|(e, _)| e).collect())
+                .collect(),
+        ))
     }
 }

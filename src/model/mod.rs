@@ -200,6 +200,15 @@ impl Model {
     pub fn precision(&self) -> Precision {
         self.precision
     }
+
+    /// The LLaDA2 network, for tests that look inside it (the router's choices).
+    #[cfg(test)]
+    pub fn llada2(&self) -> Option<&llada2_moe::Model> {
+        match &self.network {
+            Network::Llada2Moe(m) => Some(m),
+            _ => None,
+        }
+    }
 }
 
 impl Denoiser for Model {

@@ -202,12 +202,19 @@ pub fn progress(frame: &Frame) -> String {
                 .cells
                 .iter()
                 .filter(|c| c.edited_at == Some(frame.step as u32))
-                .filter_map(|c| Some(format!("{}→{}", c.replaced.as_deref()?.trim(), c.text.trim())))
+                .filter_map(|c| {
+                    Some(format!(
+                        "{}→{}",
+                        c.replaced.as_deref()?.trim(),
+                        c.text.trim()
+                    ))
+                })
                 .take(3)
                 .collect();
+            let plural = if n == 1 { "" } else { "s" };
             match now.is_empty() {
-                true => format!(" · {n} edits"),
-                false => format!(" · {n} edits ({})", now.join(", ")),
+                true => format!(" · {n} edit{plural}"),
+                false => format!(" · {n} edit{plural} ({})", now.join(", ")),
             }
         }
     };
@@ -671,6 +678,45 @@ mod tests {
     fn one_shot_mid_run() {
         let terminal = draw(&app_after(Kind::OneShot, 4), 40, 8);
         insta::assert_snapshot!("one_shot_mid_run", terminal.backend());
+    }
+
+    /// Step 5 of the usual run, where token editing (LLaDA2.1) also rewrote " main" from
+    /// " mian" revealed at step 1.
+    fn app_with_an_edit() -> App {
+        let mut app = App::new(
+            Kind::OneShot,
+            header(),
+            Theme::new(ThemeName::Dark, false),
+            0,
+        );
+        app.ask("Write hello world in Rust.".into());
+        app.take_effects();
+        app.handle(Event::Engine(EngineEvent::Started(frame_after(0))));
+        for s in 1..=5 {
+            let mut frame = frame_after(s);
+            if s == 5 {
+                frame.cells[8].edited_at = Some(5);
+                frame.cells[8].replaced = Some(" mian".into());
+                frame.edits = 1;
+            }
+            app.handle(Event::Engine(EngineEvent::Frame(frame)));
+        }
+        app
+    }
+
+    #[test]
+    fn one_shot_step_with_an_edit() {
+        let app = app_with_an_edit();
+        let theme = app.theme;
+        let terminal = draw(&app, 100, 8);
+        let buf = terminal.backend().buffer();
+        // The rewritten token is drawn in the edit style, not as a fresh reveal.
+        let (x, y) = find(&terminal, "main").expect("edited text on screen");
+        assert_eq!(buf[(x, y)].style().bg, theme.edited.bg);
+        assert_ne!(theme.edited.bg, theme.fresh[0].bg);
+        // The status line counts the edits and shows what this step replaced.
+        assert!(find(&terminal, "1 edit (mian→main)").is_some());
+        insta::assert_snapshot!("one_shot_step_with_an_edit", terminal.backend());
     }
 
     #[test]
