@@ -13,7 +13,12 @@
 //! activations and adds both products into each lane: 32 multiply-adds per instruction, twice
 //! an f32 FMA. A micro-tile keeps 6 rows × 64 columns of accumulators in registers; the input
 //! dimension is cut into chunks that stay in the L2 cache; threads split the output columns.
+//!
+//! The kernel exists on x86_64 only. Elsewhere [`available`] is false, so the model never packs
+//! weights (it keeps them dense), and [`PackedBf16::matmul`] falls back to a portable loop over
+//! the same packing with the same rounding.
 
+#[cfg(target_arch = "x86_64")]
 use std::arch::x86_64::{
     __m512bh, __m512i, _mm512_dpbf16_ps, _mm512_loadu_ps, _mm512_loadu_si512,
     _mm512_mask_storeu_ps, _mm512_set1_epi32, _mm512_setzero_ps, _mm512_storeu_ps,
@@ -25,6 +30,7 @@ use rayon::prelude::*;
 /// half empty. 8 rows × 3 panels of accumulators + 3 weight vectors + 1 broadcast fill 28 of
 /// the 32 vector registers. (Measured against 6×4 and 4×6 tiles on Zen 4: within noise for
 /// 160-row products, better for 32-row ones.)
+#[cfg(target_arch = "x86_64")]
 const MR: usize = 8;
 /// 16-column panels of a micro-tile.
 const NB: usize = 3;
@@ -32,11 +38,22 @@ const NB: usize = 3;
 const LANES: usize = 16;
 /// Input pairs per cache chunk: 3 panels × 256 pairs × 64 bytes = 48 KiB of weights, read from
 /// the L2 cache by every row tile (64 and 128 measured slower: more accumulator reloads).
+#[cfg(target_arch = "x86_64")]
 const KC: usize = 256;
+/// Products below this many multiply-adds (`m * n * k`) run on the calling thread: waking the
+/// pool would cost more than it saves.
+const PARALLEL_MIN: usize = 1 << 18;
 
-/// True when this CPU can run the kernel.
+/// True when this CPU can run the kernel (x86_64 with AVX512-BF16, detected at run time).
+#[cfg(target_arch = "x86_64")]
 pub fn available() -> bool {
     is_x86_feature_detected!("avx512f") && is_x86_feature_detected!("avx512bf16")
+}
+
+/// True when this CPU can run the kernel: never, off x86_64.
+#[cfg(not(target_arch = "x86_64"))]
+pub fn available() -> bool {
+    false
 }
 
 /// bf16 bits of `x`, rounded to nearest even (as `_mm512_cvtne2ps_pbh` and torch round).
@@ -55,6 +72,7 @@ pub struct PackedBf16 {
     /// Input pairs, `ceil(k / 2)`.
     pairs: usize,
     /// Panels, rounded up to a whole number of micro-tiles.
+    #[cfg(target_arch = "x86_64")]
     panels: usize,
 }
 
@@ -77,6 +95,7 @@ impl PackedBf16 {
             n,
             k,
             pairs,
+            #[cfg(target_arch = "x86_64")]
             panels,
         }
     }
@@ -87,6 +106,19 @@ impl PackedBf16 {
 
     /// `y = x Wᵀ` for `x` `[m, k]` row-major f32; returns `[m, n]` row-major f32.
     pub fn matmul(&self, x: &[f32], m: usize) -> Vec<f32> {
+        #[cfg(target_arch = "x86_64")]
+        {
+            self.matmul_avx512(x, m)
+        }
+        #[cfg(not(target_arch = "x86_64"))]
+        {
+            self.matmul_portable(x, m)
+        }
+    }
+
+    /// [`PackedBf16::matmul`] on the AVX512-BF16 kernel.
+    #[cfg(target_arch = "x86_64")]
+    fn matmul_avx512(&self, x: &[f32], m: usize) -> Vec<f32> {
         let (n, pairs) = (self.n, self.pairs);
         let a = to_pairs(x, m, self.k);
         let mut y = vec![0f32; m * n];
@@ -129,10 +161,51 @@ impl PackedBf16 {
                 }
             }
         };
-        if m * n * self.k < 1 << 18 {
+        if m * n * self.k < PARALLEL_MIN {
             (0..groups).for_each(run);
         } else {
             (0..groups).into_par_iter().for_each(run);
+        }
+        y
+    }
+
+    /// [`PackedBf16::matmul`] without intrinsics, for CPUs the kernel cannot run on: the same
+    /// numbers up to the order of f32 additions (activations rounded to bf16 to nearest even,
+    /// products of each input pair summed in f32). Threads split the panels; each fills its own
+    /// `[m, 16]` block, copied into place afterwards, so no task shares memory with another.
+    #[cfg(any(test, not(target_arch = "x86_64")))]
+    fn matmul_portable(&self, x: &[f32], m: usize) -> Vec<f32> {
+        let (n, k, pairs) = (self.n, self.k, self.pairs);
+        let widen = |bits: u16| f32::from_bits(u32::from(bits) << 16);
+        let a: Vec<f32> = x.iter().map(|&v| widen(bf16_bits(v))).collect();
+        let panel_len = pairs * 2 * LANES;
+        let run = |panel: usize| -> Vec<f32> {
+            let w = &self.data[panel * panel_len..(panel + 1) * panel_len];
+            let mut block = vec![0f32; m * LANES];
+            for (row, acc) in a.chunks_exact(k).zip(block.chunks_exact_mut(LANES)) {
+                for (p, w_p) in w.chunks_exact(2 * LANES).enumerate() {
+                    // Odd `k`: the last pair's second input is the packing's zero padding.
+                    let (lo, hi) = (row[2 * p], row.get(2 * p + 1).copied().unwrap_or(0.0));
+                    for (acc_l, w_l) in acc.iter_mut().zip(w_p.chunks_exact(2)) {
+                        *acc_l += lo * widen(w_l[0]) + hi * widen(w_l[1]);
+                    }
+                }
+            }
+            block
+        };
+        let used = n.div_ceil(LANES);
+        let blocks: Vec<Vec<f32>> = if m * n * k < PARALLEL_MIN {
+            (0..used).map(run).collect()
+        } else {
+            (0..used).into_par_iter().map(run).collect()
+        };
+        let mut y = vec![0f32; m * n];
+        for (panel, block) in blocks.iter().enumerate() {
+            let col0 = panel * LANES;
+            let cols = (n - col0).min(LANES);
+            for (dst, src) in y.chunks_exact_mut(n).zip(block.chunks_exact(LANES)) {
+                dst[col0..col0 + cols].copy_from_slice(&src[..cols]);
+            }
         }
         y
     }
@@ -140,6 +213,7 @@ impl PackedBf16 {
 
 /// Activations as bf16 pairs, one u32 per input pair (odd `k` padded with a zero), rounded to
 /// nearest even: 32 at a time with `vcvtne2ps2bf16`, the rest in scalar code.
+#[cfg(target_arch = "x86_64")]
 fn to_pairs(x: &[f32], m: usize, k: usize) -> Vec<u32> {
     let pairs = k.div_ceil(2);
     let mut a = vec![0u32; m * pairs];
@@ -160,6 +234,7 @@ fn to_pairs(x: &[f32], m: usize, k: usize) -> Vec<u32> {
     a
 }
 
+#[cfg(target_arch = "x86_64")]
 #[allow(unsafe_code)]
 #[target_feature(enable = "avx512f,avx512bf16")]
 unsafe fn convert_row(row: &[f32], out: &mut [u32], n: usize) {
@@ -176,14 +251,19 @@ unsafe fn convert_row(row: &[f32], out: &mut [u32], n: usize) {
 }
 
 /// A raw output pointer shared by tasks that write disjoint parts.
+#[cfg(target_arch = "x86_64")]
 #[derive(Clone, Copy)]
 struct SendPtr(*mut f32);
-// SAFETY: tasks write disjoint column groups of the output (see `matmul`).
+// SAFETY: tasks write disjoint column groups of the output (see `matmul_avx512`).
+#[cfg(target_arch = "x86_64")]
 #[allow(unsafe_code)]
 unsafe impl Send for SendPtr {}
+// SAFETY: as for `Send`: no two tasks write the same element, and none reads another's.
+#[cfg(target_arch = "x86_64")]
 #[allow(unsafe_code)]
 unsafe impl Sync for SendPtr {}
 
+#[cfg(target_arch = "x86_64")]
 impl SendPtr {
     fn get(self) -> *mut f32 {
         self.0
@@ -191,6 +271,7 @@ impl SendPtr {
 }
 
 /// One micro-tile: `rows` (≤ MR) rows × up to `NB × 16` columns over `kc` input pairs.
+#[cfg(target_arch = "x86_64")]
 #[allow(unsafe_code, clippy::too_many_arguments)]
 #[target_feature(enable = "avx512f,avx512bf16")]
 unsafe fn tile(
@@ -220,6 +301,7 @@ unsafe fn tile(
     }
 }
 
+#[cfg(target_arch = "x86_64")]
 #[allow(unsafe_code, clippy::too_many_arguments)]
 #[target_feature(enable = "avx512f,avx512bf16")]
 #[inline]
@@ -289,7 +371,7 @@ unsafe fn micro<const R: usize>(
 }
 
 /// Converts 32 f32 to bf16 with the CPU's rounding, for the test below to compare against.
-#[cfg(test)]
+#[cfg(all(test, target_arch = "x86_64"))]
 #[allow(unsafe_code)]
 #[target_feature(enable = "avx512f,avx512bf16")]
 unsafe fn hw_bf16(x: &[f32; 32]) -> [u16; 32] {
@@ -325,12 +407,8 @@ mod tests {
         y
     }
 
-    #[test]
-    fn matches_a_plain_product_for_ragged_shapes() {
-        if !available() {
-            eprintln!("skipped: this CPU has no AVX512-BF16");
-            return;
-        }
+    /// Checks `product` (a packed weight, `x`, `m` -> `y`) against [`reference`].
+    fn check_ragged_shapes(product: impl Fn(&PackedBf16, &[f32], usize) -> Vec<f32>) {
         let mut rng = StdRng::seed_from_u64(1);
         // Odd k, n not a multiple of 16, m not a multiple of 6, k longer than one chunk.
         for &(m, n, k) in &[
@@ -344,7 +422,7 @@ mod tests {
             let w: Vec<u16> = (0..n * k)
                 .map(|_| bf16_bits(rng.random_range(-1.0..1.0)))
                 .collect();
-            let got = PackedBf16::pack(&w, n, k).matmul(&x, m);
+            let got = product(&PackedBf16::pack(&w, n, k), &x, m);
             let want = reference(&x, &w, m, n, k);
             for (g, r) in got.iter().zip(&want) {
                 assert!(
@@ -355,6 +433,22 @@ mod tests {
         }
     }
 
+    #[test]
+    fn matches_a_plain_product_for_ragged_shapes() {
+        if !available() {
+            eprintln!("skipped: this CPU has no AVX512-BF16");
+            return;
+        }
+        check_ragged_shapes(|w, x, m| w.matmul(x, m));
+    }
+
+    /// The fallback runs on every CPU, so this test does too.
+    #[test]
+    fn portable_product_matches_a_plain_product_for_ragged_shapes() {
+        check_ragged_shapes(|w, x, m| w.matmul_portable(x, m));
+    }
+
+    #[cfg(target_arch = "x86_64")]
     #[test]
     fn rounding_matches_the_hardware_conversion() {
         if !available() {
