@@ -60,6 +60,21 @@ pub fn pick_dtype(spec: Option<&str>, device: &Device, prefer_bf16: bool) -> Res
 }
 
 /// Bytes of memory the kernel says a new allocation can use (`MemAvailable`), if known.
+/// Refuses a CPU load of `elements` weights in `dtype` that would not fit in free memory, before
+/// reading gigabytes rather than letting the system swap or kill the process.
+pub fn ensure_fits(elements: usize, dtype: DType, device: &Device) -> Result<()> {
+    let need = elements as u64 * dtype.size_in_bytes() as u64;
+    match available_memory().filter(|&a| device.is_cpu() && need > a / 20 * 19) {
+        Some(avail) => bail!(
+            "the weights need {} in {} but only {} of memory is free; this model does not fit on this machine (quantized weights are not supported yet: use a smaller model or a GPU)",
+            indicatif::HumanBytes(need),
+            dtype.as_str(),
+            indicatif::HumanBytes(avail)
+        ),
+        None => Ok(()),
+    }
+}
+
 pub fn available_memory() -> Option<u64> {
     let info = std::fs::read_to_string("/proc/meminfo").ok()?;
     let line = info.lines().find(|l| l.starts_with("MemAvailable:"))?;

@@ -12,7 +12,7 @@ use serde_json::Value;
 
 use crate::chat_template::ChatTemplate;
 use crate::conversation::Conversation;
-use crate::device::{available_memory, describe, pick_device, pick_dtype};
+use crate::device::{available_memory, describe, ensure_fits, pick_device, pick_dtype};
 use crate::diffusion::{self, Generation, Plan, Step};
 use crate::hub::{self, Source};
 use crate::model::{Config, Model, Precision, Weights};
@@ -283,19 +283,20 @@ fn choose_dtype(
     elements: usize,
 ) -> Result<DType> {
     let dtype = pick_dtype(flag, device, prefer_bf16)?;
-    if flag.is_some() || dtype != DType::F32 {
-        return Ok(dtype);
-    }
-    let need = elements as u64 * 4;
-    match available_memory() {
-        Some(avail) if need > avail / 10 * 9 => {
+    let avail = available_memory().filter(|_| device.is_cpu());
+    let dtype = match avail {
+        Some(avail)
+            if flag.is_none() && dtype == DType::F32 && elements as u64 * 4 > avail / 10 * 9 =>
+        {
             eprintln!(
                 "note: the weights need {} in f32 but {} is free; loading in bf16 (choose with --dtype)",
-                indicatif::HumanBytes(need),
+                indicatif::HumanBytes(elements as u64 * 4),
                 indicatif::HumanBytes(avail)
             );
-            Ok(DType::BF16)
+            DType::BF16
         }
-        _ => Ok(dtype),
-    }
+        _ => dtype,
+    };
+    ensure_fits(elements, dtype, device)?;
+    Ok(dtype)
 }

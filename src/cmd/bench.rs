@@ -13,7 +13,7 @@ use serde::Serialize;
 use serde_json::Value;
 
 use crate::cli::BenchArgs;
-use crate::device::{describe, pick_device, pick_dtype};
+use crate::device::{describe, ensure_fits, pick_device, pick_dtype};
 use crate::diffusion::{self, SpecialIds};
 use crate::hub::Source;
 use crate::model::random_weights::random_var_builder;
@@ -84,6 +84,7 @@ fn load(args: &BenchArgs) -> Result<Loaded> {
         let device = pick_device(&args.model.device)?;
         let dtype = pick_dtype(args.model.dtype.as_deref(), &device, false)?;
         let precision = Precision::new(dtype, &device);
+        ensure_fits(config.parameters(), dtype, &device)?;
         let start = Instant::now();
         let vb = random_var_builder(&shape.absent, precision.activations, &device);
         let model = Model::new(&config, vb, precision).map_err(|e| anyhow!("{e}"))?;
