@@ -8,27 +8,10 @@ use candle_core::{Result, Tensor};
 use super::attention::{LayerInput, SelfAttention};
 use super::denoiser::Pass;
 use super::kv_cache::LayerCache;
-use super::linear::Linear;
+use super::mlp::SwiGlu;
 use super::moe::Moe;
 use super::norm::RmsNorm;
 use super::rotary::RotaryEmbedding;
-
-/// The SwiGLU feed-forward sub-layer.
-#[derive(Debug, Clone)]
-pub struct SwiGlu {
-    /// The gate and up projections stacked into one product.
-    pub gate_up: Linear,
-    pub down: Linear,
-    /// Width of each of gate and up.
-    pub hidden: usize,
-}
-
-impl SwiGlu {
-    pub fn forward(&self, x: &Tensor) -> Result<Tensor> {
-        let gate_up = Linear::split(&x.apply(&self.gate_up)?, &[self.hidden, self.hidden])?;
-        (gate_up[0].silu()? * &gate_up[1])?.apply(&self.down)
-    }
-}
 
 /// A layer's feed-forward sub-layer.
 #[derive(Debug, Clone)]

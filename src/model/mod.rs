@@ -13,6 +13,7 @@ pub mod layer;
 pub mod linear;
 pub mod llada;
 pub mod llada2_moe;
+pub mod mlp;
 pub mod moe;
 pub mod norm;
 pub mod qwen;

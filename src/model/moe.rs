@@ -10,7 +10,7 @@
 
 use candle_core::{DType, Module, Result, Tensor};
 
-use super::layer::SwiGlu;
+use super::mlp::SwiGlu;
 
 /// Routing facts from config.json.
 #[derive(Debug, Clone, Copy, PartialEq)]

@@ -23,8 +23,9 @@ use serde::Deserialize;
 use super::attention::SelfAttention;
 use super::denoiser::Pass;
 use super::kv_cache::LayerCache;
-use super::layer::{run_layers, FeedForward, Layer, SwiGlu};
+use super::layer::{run_layers, FeedForward, Layer};
 use super::linear::{Linear, TokenEmbedding, WeightFormat};
+use super::mlp::SwiGlu;
 use super::norm::RmsNorm;
 use super::rotary::{RopeMath, RotaryEmbedding};
 
