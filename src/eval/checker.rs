@@ -31,7 +31,10 @@ impl Checker {
                 let sandbox = Arc::clone(&sandbox);
                 let done = done_tx.clone();
                 std::thread::spawn(move || loop {
-                    let job = queue.lock().map_err(|_| ()).and_then(|q| q.recv().map_err(|_| ()));
+                    let job = queue
+                        .lock()
+                        .map_err(|_| ())
+                        .and_then(|q| q.recv().map_err(|_| ()));
                     let Ok((index, program)) = job else { return };
                     if done.send((index, sandbox.run(&program))).is_err() {
                         return;
@@ -49,7 +52,10 @@ impl Checker {
 
     /// Queues program number `index`.
     pub fn submit(&mut self, index: usize, program: String) -> Result<()> {
-        let jobs = self.jobs.as_ref().ok_or_else(|| anyhow!("checker closed"))?;
+        let jobs = self
+            .jobs
+            .as_ref()
+            .ok_or_else(|| anyhow!("checker closed"))?;
         jobs.send((index, program))
             .map_err(|_| anyhow!("the checker threads stopped"))?;
         self.pending += 1;

@@ -133,7 +133,11 @@ pub fn json_lines(path: &Path) -> Result<Vec<Value>> {
             continue;
         }
         let value: Value = serde_json::from_str(&line).with_context(|| {
-            format!("{}: line {} is not JSON; expected JSON lines", path.display(), i + 1)
+            format!(
+                "{}: line {} is not JSON; expected JSON lines",
+                path.display(),
+                i + 1
+            )
         })?;
         rows.push(value);
     }
@@ -191,7 +195,10 @@ mod tests {
 
     #[test]
     fn plus_sets_need_their_file() {
-        let err = Bench::HumanEvalPlus.problems(None).err().map(|e| e.to_string());
+        let err = Bench::HumanEvalPlus
+            .problems(None)
+            .err()
+            .map(|e| e.to_string());
         assert!(err.is_some_and(|e| e.contains("--data")));
     }
 

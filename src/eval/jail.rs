@@ -21,7 +21,7 @@ use landlock::{
 };
 use nix::sched::{unshare, CloneFlags};
 use nix::sys::resource::{setrlimit, Resource};
-use nix::unistd::{geteuid, getegid, setgid, setgroups, setsid, setuid, Gid, Uid};
+use nix::unistd::{getegid, geteuid, setgid, setgroups, setsid, setuid, Gid, Uid};
 use serde::{Deserialize, Serialize};
 
 /// The hidden subcommand.
@@ -111,6 +111,10 @@ impl Jail {
             isolation.network_namespace = unshare(CloneFlags::CLONE_NEWNET).is_ok();
         }
         self.limit()?;
+        // Enter the directory while still able to: as `nobody`, a parent directory that only
+        // root may search (a test's TMPDIR) would refuse the path.
+        std::env::set_current_dir(&self.dir)
+            .with_context(|| format!("entering {}", self.dir.display()))?;
         if root {
             std::os::unix::fs::chown(&self.dir, Some(NOBODY), Some(NOBODY))
                 .with_context(|| format!("chown {}", self.dir.display()))?;
@@ -128,7 +132,12 @@ impl Jail {
             isolation.network_namespace = true;
             map_ids()?;
         }
-        isolation.landlock = self.landlock()?.into();
+        // The process limit comes last: in a new user namespace it then counts that namespace's
+        // processes alone, while the user's count outside keeps the limit it had (so a fork bomb
+        // in one sample cannot starve the samples running beside it).
+        setrlimit(Resource::RLIMIT_NPROC, self.processes, self.processes)
+            .context("setrlimit RLIMIT_NPROC")?;
+        isolation.landlock = Jail::landlock()?.into();
         isolation.network_isolated = isolation.network_namespace || isolation.landlock == "full";
         if self.probe {
             println!("{}", serde_json::to_string(&isolation)?);
@@ -141,7 +150,6 @@ impl Jail {
             .env("HOME", &self.dir)
             .env("TMPDIR", &self.dir)
             .env("LANG", "C.UTF-8")
-            .current_dir(&self.dir)
             .exec();
         Err(err).with_context(|| format!("running {}", self.python.display()))
     }
@@ -150,7 +158,6 @@ impl Jail {
         let limits = [
             (Resource::RLIMIT_CPU, self.cpu_seconds),
             (Resource::RLIMIT_AS, self.memory_bytes),
-            (Resource::RLIMIT_NPROC, self.processes),
             (Resource::RLIMIT_FSIZE, self.file_bytes),
             (Resource::RLIMIT_NOFILE, self.open_files),
             (Resource::RLIMIT_CORE, 0),
@@ -162,7 +169,7 @@ impl Jail {
     }
 
     /// Landlock rules; returns how much of them the kernel enforces.
-    fn landlock(&self) -> Result<&'static str> {
+    fn landlock() -> Result<&'static str> {
         let abi = LANDLOCK_ABI;
         let status = Ruleset::default()
             .handle_access(AccessFs::from_all(abi))?
@@ -170,7 +177,8 @@ impl Jail {
             .scope(Scope::from_all(abi))?
             .create()?
             .add_rules(path_beneath_rules(["/"], AccessFs::from_read(abi)))?
-            .add_rules(path_beneath_rules([&self.dir], AccessFs::from_all(abi)))?
+            // "." is the sample's directory (entered above); by path it may not be reachable.
+            .add_rules(path_beneath_rules([Path::new(".")], AccessFs::from_all(abi)))?
             .add_rules(path_beneath_rules(
                 [Path::new("/dev/null")],
                 AccessFs::WriteFile,

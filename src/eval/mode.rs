@@ -21,10 +21,23 @@ pub enum Mode {
 }
 
 const HUMANEVAL_STOPS: [&str; 8] = [
-    "\nclass", "\ndef", "\n#", "\n@", "\nprint", "\nif", "\n```", "<file_sep>",
+    "\nclass",
+    "\ndef",
+    "\n#",
+    "\n@",
+    "\nprint",
+    "\nif",
+    "\n```",
+    "<file_sep>",
 ];
 const MBPP_STOPS: [&str; 7] = [
-    "\nclass", "\nassert", "\n\"\"\"", "\nprint", "\nif", "\n```", "<file_sep>",
+    "\nclass",
+    "\nassert",
+    "\n\"\"\"",
+    "\nprint",
+    "\nif",
+    "\n```",
+    "<file_sep>",
 ];
 
 impl Mode {
@@ -146,20 +159,26 @@ mod tests {
         let answer = "Sure!\n```python\ndef add(a, b):\n    return a + b\n\nprint(add(1, 2))\nif __name__ == \"__main__\":\n    main()\n```\nMore:\n```\nx\n```";
         let completion = Mode::Chat.completion(&p, answer);
         assert_eq!(completion, "\ndef add(a, b):\n    return a + b\n\n");
-        assert!(p.program(&completion).contains("return a + b\n\n\ndef check"));
+        assert!(p
+            .program(&completion)
+            .contains("return a + b\n\n\ndef check"));
         assert!(Mode::Chat.prompt(&p).contains("```\ndef add(a, b):"));
     }
 
     #[test]
     fn chat_mode_keeps_a_bare_body() {
         let p = problem(Family::HumanEval);
-        assert_eq!(Mode::Chat.completion(&p, "    return a + b"), "    return a + b\n");
+        assert_eq!(
+            Mode::Chat.completion(&p, "    return a + b"),
+            "    return a + b\n"
+        );
     }
 
     #[test]
     fn mbpp_base_mode_keeps_helpers_and_stops_at_asserts() {
         let p = problem(Family::Mbpp);
-        let answer = "def h():\n    return 1\n\ndef add(a, b):\n    return a + b\nassert add(1, 2) == 3\n";
+        let answer =
+            "def h():\n    return 1\n\ndef add(a, b):\n    return a + b\nassert add(1, 2) == 3\n";
         assert_eq!(
             Mode::Base.completion(&p, answer),
             "def h():\n    return 1\n\ndef add(a, b):\n    return a + b"

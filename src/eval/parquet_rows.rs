@@ -49,7 +49,9 @@ mod tests {
         let rows = read(&path)?;
         assert_eq!(rows.len(), 2);
         assert_eq!(rows[0]["task_id"], Value::from(11));
-        assert!(rows[0]["test_list"].as_array().is_some_and(|t| t.len() == 3));
+        assert!(rows[0]["test_list"]
+            .as_array()
+            .is_some_and(|t| t.len() == 3));
         Ok(())
     }
 

@@ -140,7 +140,15 @@ fn id_text(value: &Value) -> String {
 /// as `set(`, `math.isclose(` or `sorted(`.
 fn called_function(assert: &str) -> Option<String> {
     const WRAPPERS: [&str; 9] = [
-        "set", "sorted", "math.isclose", "isclose", "abs", "round", "list", "tuple", "str",
+        "set",
+        "sorted",
+        "math.isclose",
+        "isclose",
+        "abs",
+        "round",
+        "list",
+        "tuple",
+        "str",
     ];
     let rest = assert.trim().strip_prefix("assert")?;
     let mut names = Vec::new();
@@ -192,7 +200,9 @@ mod tests {
         assert_eq!(p.task_id, "Mbpp/11");
         assert_eq!(p.entry_point, "remove_Occ");
         assert!(p.prompt.starts_with("\"\"\"\nRemove first"));
-        assert!(p.test.contains("def check(candidate):\n    assert remove_Occ(\"hello\""));
+        assert!(p
+            .test
+            .contains("def check(candidate):\n    assert remove_Occ(\"hello\""));
         assert_eq!(
             p.reference.as_deref(),
             Some("def remove_Occ(s,ch):\n    return s")

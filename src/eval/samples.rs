@@ -67,9 +67,8 @@ pub fn read(path: &Path, resume: bool) -> Result<Vec<Sample>> {
 }
 
 fn rewrite(path: &Path, samples: &[Sample]) -> Result<()> {
-    let mut out = BufWriter::new(
-        File::create(path).with_context(|| format!("writing {}", path.display()))?,
-    );
+    let mut out =
+        BufWriter::new(File::create(path).with_context(|| format!("writing {}", path.display()))?);
     for s in samples {
         serde_json::to_writer(&mut out, s)?;
         out.write_all(b"\n")?;
@@ -129,9 +128,8 @@ pub fn write_results(path: &Path, samples: &[Sample], verdicts: &[Verdict]) -> R
             verdicts.len()
         ));
     }
-    let mut out = BufWriter::new(
-        File::create(path).with_context(|| format!("writing {}", path.display()))?,
-    );
+    let mut out =
+        BufWriter::new(File::create(path).with_context(|| format!("writing {}", path.display()))?);
     for (s, v) in samples.iter().zip(verdicts) {
         let line = ResultLine {
             task_id: &s.task_id,

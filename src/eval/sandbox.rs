@@ -127,8 +127,7 @@ impl Sandbox {
             .prefix("dcoder-eval-")
             .tempdir()
             .context("creating a temporary directory")?;
-        std::fs::write(dir.path().join("driver.py"), DRIVER)
-            .context("writing the check driver")?;
+        std::fs::write(dir.path().join("driver.py"), DRIVER).context("writing the check driver")?;
         let job = serde_json::json!({
             "program": program,
             "timeout": self.limits.timeout.as_secs_f64(),
@@ -310,9 +309,15 @@ mod tests {
             b"noise\n{\"result\": \"failed: \", \"kind\": \"assertion\"}\n",
             b"",
         );
-        assert_eq!((v.passed, v.result.as_str(), v.kind), (false, "failed: ", Kind::Assertion));
+        assert_eq!(
+            (v.passed, v.result.as_str(), v.kind),
+            (false, "failed: ", Kind::Assertion)
+        );
         let v = judge(ExitStatus::from_raw(9), false, b"", b"");
-        assert_eq!((v.result.as_str(), v.kind), ("timed out", Kind::SandboxKilled));
+        assert_eq!(
+            (v.result.as_str(), v.kind),
+            ("timed out", Kind::SandboxKilled)
+        );
         let v = judge(ok, true, b"", b"");
         assert_eq!(v.kind, Kind::Timeout);
     }

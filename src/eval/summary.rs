@@ -184,7 +184,11 @@ mod tests {
         let samples = [sample("A"), sample("A"), sample("B"), sample("B")];
         let pass = Verdict::reported("passed".into(), Kind::Passed);
         let fail = Verdict::reported("failed: ".into(), Kind::Assertion);
-        let s = Summary::new(ctx, &samples, &[pass.clone(), fail.clone(), fail.clone(), fail]);
+        let s = Summary::new(
+            ctx,
+            &samples,
+            &[pass.clone(), fail.clone(), fail.clone(), fail],
+        );
         assert_eq!((s.tasks, s.samples, s.passed), (2, 4, 1));
         assert_eq!(s.pass_at_1, Some(0.25));
         assert_eq!(s.pass_at_k.get("2"), Some(&0.5));
