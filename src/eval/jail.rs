@@ -121,6 +121,9 @@ impl Jail {
             setgroups(&[]).context("setgroups")?;
             setgid(Gid::from_raw(NOBODY)).context("setgid")?;
             setuid(Uid::from_raw(NOBODY)).context("setuid")?;
+            // A uid change makes the process non-dumpable, which hands /proc/self to root and
+            // would refuse the id maps below; core dumps stay off through RLIMIT_CORE.
+            nix::sys::prctl::set_dumpable(true).context("prctl PR_SET_DUMPABLE")?;
             isolation.dropped_root = true;
         }
         let flags = match isolation.network_namespace {
@@ -178,7 +181,10 @@ impl Jail {
             .create()?
             .add_rules(path_beneath_rules(["/"], AccessFs::from_read(abi)))?
             // "." is the sample's directory (entered above); by path it may not be reachable.
-            .add_rules(path_beneath_rules([Path::new(".")], AccessFs::from_all(abi)))?
+            .add_rules(path_beneath_rules(
+                [Path::new(".")],
+                AccessFs::from_all(abi),
+            ))?
             .add_rules(path_beneath_rules(
                 [Path::new("/dev/null")],
                 AccessFs::WriteFile,

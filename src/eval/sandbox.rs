@@ -281,13 +281,53 @@ fn parent_pid(stat: &str) -> Option<i32> {
     rest.split_whitespace().nth(1)?.parse().ok()
 }
 
-/// python3 on PATH.
+/// The python3 interpreter: PATH's, resolved through shims (pyenv) to the real binary. When
+/// dcoder is root the samples run as `nobody`, so an interpreter `nobody` cannot reach (under
+/// /root, say) gives way to the system's.
 fn find_python() -> Result<PathBuf> {
     let path = std::env::var_os("PATH").unwrap_or_default();
-    std::env::split_paths(&path)
+    let on_path = std::env::split_paths(&path)
         .map(|dir| dir.join("python3"))
         .find(|p| p.is_file())
-        .ok_or_else(|| anyhow!("python3 is not on PATH; dcoder eval runs the tests with python3"))
+        .ok_or_else(|| {
+            anyhow!("python3 is not on PATH; dcoder eval runs the tests with python3")
+        })?;
+    let real = Command::new(&on_path)
+        .args(["-I", "-c", "import sys; print(sys.executable)"])
+        .stdin(Stdio::null())
+        .output()
+        .ok()
+        .filter(|o| o.status.success())
+        .map(|o| PathBuf::from(String::from_utf8_lossy(&o.stdout).trim()))
+        .filter(|p| p.is_file())
+        .unwrap_or(on_path);
+    if !nix::unistd::geteuid().is_root() {
+        return Ok(real);
+    }
+    [real.clone(), "/usr/bin/python3".into(), "/usr/local/bin/python3".into()]
+        .into_iter()
+        .find(|p| reachable_by_others(p))
+        .ok_or_else(|| {
+            anyhow!(
+                "{}: samples run as nobody when dcoder is root, and nobody cannot run this python3 (install one outside /root, e.g. apt-get install python3)",
+                real.display()
+            )
+        })
+}
+
+/// Whether a user with no special rights can execute `path`: every directory above it
+/// searchable by others and the file executable by others.
+fn reachable_by_others(path: &Path) -> bool {
+    use std::os::unix::fs::PermissionsExt;
+    let Ok(real) = std::fs::canonicalize(path) else {
+        return false;
+    };
+    let mode = |p: &Path| {
+        std::fs::metadata(p)
+            .map(|m| m.permissions().mode())
+            .unwrap_or(0)
+    };
+    mode(&real) & 0o001 != 0 && real.ancestors().skip(1).all(|dir| mode(dir) & 0o001 != 0)
 }
 
 #[cfg(test)]
