@@ -146,6 +146,9 @@ impl Jail {
             println!("{}", serde_json::to_string(&isolation)?);
             return Ok(());
         }
+        // If dcoder dies (SIGKILL), python dies with it. Set last: credential changes clear it.
+        nix::sys::prctl::set_pdeathsig(nix::sys::signal::Signal::SIGKILL)
+            .context("prctl PR_SET_PDEATHSIG")?;
         let err = Command::new(&self.python)
             .args(["-I", "-B", "driver.py"])
             .env_clear()
