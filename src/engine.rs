@@ -195,3 +195,77 @@ impl Engine {
         })
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_gauge_total_is_the_same_from_the_blank_frame_to_the_last_step() -> Result<()> {
+        use crate::parity::{open, plan};
+        use crate::settings::Defaults;
+        use std::sync::atomic::AtomicBool;
+        use std::sync::{mpsc, Arc, Mutex};
+        // Steps beyond a block's positions reveal nothing and are skipped (LLaDA), and SDAR never
+        // runs more steps per block than the block has positions: the planned count is below
+        // `--steps` in both, and the blank frame must already show it.
+        let cases = [
+            ("llada-tiny", "--gen-length 8 --block-length 4 --steps 16"),
+            ("sdar-tiny", "--gen-length 8 --block-length 4 --steps 32"),
+        ];
+        let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures");
+        for (dir, flags) in cases {
+            let session = open(&root.join(dir))?;
+            let words: Vec<&str> = flags.split(' ').collect();
+            let value = |flag: &str| -> Option<usize> {
+                let i = words.iter().position(|w| *w == flag)?;
+                words.get(i + 1)?.parse().ok()
+            };
+            let flags = Defaults {
+                gen_length: value("--gen-length"),
+                block_length: value("--block-length"),
+                steps: value("--steps"),
+                ..Default::default()
+            };
+            let plan = plan(&session, &flags)?;
+            assert!(
+                plan.total_steps(8) < plan.steps,
+                "{dir}: the case must plan fewer steps than --steps"
+            );
+            let conversation = session.conversation(true, None)?;
+            let engine = Engine {
+                session,
+                conversation,
+                plan,
+                trace: None,
+            };
+            let (ask, requests) = mpsc::channel();
+            let totals = Arc::new(Mutex::new(Vec::new()));
+            let seen = totals.clone();
+            let handle = engine.spawn(requests, move |event| {
+                if let EngineEvent::Started(f) | EngineEvent::Frame(f) = &event {
+                    if let Ok(mut t) = seen.lock() {
+                        t.push(f.total);
+                    }
+                }
+                true
+            });
+            ask.send(Request::Ask {
+                user: "hello".into(),
+                seed: 0,
+                cancel: Arc::new(AtomicBool::new(false)),
+            })?;
+            drop(ask);
+            handle
+                .join()
+                .map_err(|_| anyhow::anyhow!("engine thread panicked"))?;
+            let totals = totals.lock().map_err(|_| anyhow::anyhow!("lock"))?.clone();
+            assert!(totals.len() > 1, "{dir}: {totals:?}");
+            assert!(
+                totals.iter().all(|&t| t == totals[0]),
+                "{dir}: the total jumped: {totals:?}"
+            );
+        }
+        Ok(())
+    }
+}
