@@ -14,6 +14,7 @@ use serde_json::Value;
 use crate::diffusion::CacheMode;
 use crate::hub::Source;
 use crate::model::{CacheOp, Pass};
+use crate::parity::cache_error;
 use crate::session::{plan_for, Checkpoint, LoadOptions, Session};
 use crate::settings::Defaults;
 
@@ -215,42 +216,7 @@ fn llada2_cache_matches_full_recomputation_hidden_states() -> Result<()> {
     let seq: Vec<u32> = (10..26)
         .chain([mask, 40, mask, mask, 41, mask, mask, mask])
         .collect();
-    let n = seq.len();
-    let positions: Vec<u32> = (0..n as u32).collect();
-    let bias = block_causal(n, bs)?;
-    let t = Tensor::from_vec(seq.clone(), (1, n), &Device::Cpu)?;
-    let full = session.model.hidden(&Pass {
-        ids: &t,
-        positions: &positions,
-        bias: Some(&bias),
-        cache: CacheOp::None,
-    })?;
-    let prefix_bias = block_causal(8, bs)?;
-    let t = Tensor::from_vec(seq[..8].to_vec(), (1, 8), &Device::Cpu)?;
-    session.model.hidden(&Pass {
-        ids: &t,
-        positions: &positions[..8],
-        bias: Some(&prefix_bias),
-        cache: CacheOp::Store,
-    })?;
-    let t = Tensor::from_vec(seq[8..16].to_vec(), (1, 8), &Device::Cpu)?;
-    session.model.hidden(&Pass {
-        ids: &t,
-        positions: &positions[8..16],
-        bias: None,
-        cache: CacheOp::Append,
-    })?;
-    let t = Tensor::from_vec(seq[16..].to_vec(), (1, 8), &Device::Cpu)?;
-    let cached = session.model.hidden(&Pass {
-        ids: &t,
-        positions: &positions[16..],
-        bias: None,
-        cache: CacheOp::Read,
-    })?;
-    let err = (full.narrow(1, 16, 8)? - cached)?
-        .abs()?
-        .max_all()?
-        .to_scalar::<f32>()?;
+    let err = cache_error(&mut session, &seq, 8, 8, &block_causal(seq.len(), bs)?)?;
     assert!(
         err <= 1e-4,
         "cached block differs from full recomputation by {err}"

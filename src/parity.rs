@@ -439,6 +439,52 @@ fn block_diffusion_cases_are_token_exact_without_the_cache() -> Result<()> {
 
 /// The exact cache is exact in the hidden states too: a block's step against the cached prompt
 /// and committed blocks equals the same rows of a full block-causal pass over everything.
+/// The largest difference between the hidden states of `seq`'s last block computed in one pass
+/// over everything (with `bias`, `[1, 1, n, n]`) and through the exact cache: `seq[..prompt]`
+/// stored (its part of `bias`), the next `committed` tokens appended, the rest read against both.
+pub(crate) fn cache_error(
+    session: &mut Session,
+    seq: &[u32],
+    prompt: usize,
+    committed: usize,
+    bias: &Tensor,
+) -> Result<f32> {
+    let positions: Vec<u32> = (0..seq.len() as u32).collect();
+    let ids = |r: std::ops::Range<usize>| {
+        Tensor::from_vec(seq[r.clone()].to_vec(), (1, r.len()), &Device::Cpu)
+    };
+    let pass = |r: std::ops::Range<usize>, bias, cache| (ids(r.clone()), r, bias, cache);
+    let full = session.model.hidden(&Pass {
+        ids: &ids(0..seq.len())?,
+        positions: &positions,
+        bias: Some(bias),
+        cache: CacheOp::None,
+    })?;
+    let prompt_bias = bias
+        .narrow(2, 0, prompt)?
+        .narrow(3, 0, prompt)?
+        .contiguous()?;
+    let split = prompt + committed;
+    let mut cached = None;
+    for (t, r, b, cache) in [
+        pass(0..prompt, Some(&prompt_bias), CacheOp::Store),
+        pass(prompt..split, None, CacheOp::Append),
+        pass(split..seq.len(), None, CacheOp::Read),
+    ] {
+        cached = Some(session.model.hidden(&Pass {
+            ids: &t?,
+            positions: &positions[r],
+            bias: b,
+            cache,
+        })?);
+    }
+    let cached = cached.context("three passes")?;
+    Ok((full.narrow(1, split, seq.len() - split)? - cached)?
+        .abs()?
+        .max_all()?
+        .to_scalar::<f32>()?)
+}
+
 #[test]
 fn block_diffusion_cache_matches_full_recomputation_hidden_states() -> Result<()> {
     let (dir, _) = fixtures("bd3lm")?.remove(0);
@@ -466,42 +512,7 @@ fn block_diffusion_cache_matches_full_recomputation_hidden_states() -> Result<()
         })
         .collect();
     let full_bias = Tensor::from_vec(full_bias, (1, 1, seq.len(), seq.len()), &Device::Cpu)?;
-    let positions: Vec<u32> = (0..seq.len() as u32).collect();
-    let t = Tensor::from_vec(seq.clone(), (1, seq.len()), &Device::Cpu)?;
-    let full = session.model.hidden(&Pass {
-        ids: &t,
-        positions: &positions,
-        bias: Some(&full_bias),
-        cache: CacheOp::None,
-    })?;
-
-    let prompt_bias = full_bias.narrow(2, 0, 13)?.narrow(3, 0, 13)?.contiguous()?;
-    let t = Tensor::from_vec(prompt.clone(), (1, 13), &Device::Cpu)?;
-    session.model.hidden(&Pass {
-        ids: &t,
-        positions: &positions[..13],
-        bias: Some(&prompt_bias),
-        cache: CacheOp::Store,
-    })?;
-    let t = Tensor::from_vec(committed.clone(), (1, 8), &Device::Cpu)?;
-    session.model.hidden(&Pass {
-        ids: &t,
-        positions: &positions[13..21],
-        bias: None,
-        cache: CacheOp::Append,
-    })?;
-    let t = Tensor::from_vec(current.to_vec(), (1, 8), &Device::Cpu)?;
-    let cached = session.model.hidden(&Pass {
-        ids: &t,
-        positions: &positions[21..],
-        bias: None,
-        cache: CacheOp::Read,
-    })?;
-
-    let err = (full.narrow(1, 21, 8)? - cached)?
-        .abs()?
-        .max_all()?
-        .to_scalar::<f32>()?;
+    let err = cache_error(&mut session, &seq, 13, 8, &full_bias)?;
     assert!(
         err <= 1e-4,
         "cached block differs from full recomputation by {err}"
