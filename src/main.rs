@@ -13,7 +13,9 @@
 //!   [`tui`]: the live view (one-shot, chat, replay); [`trace`]: `--trace` files.
 //! - [`progress_line`] and [`report`]: what a plain run prints.
 //! - [`eval`]: HumanEval / MBPP pass@k in a sandbox (`dcoder eval`).
+//! - [`api`]: the OpenAI-compatible wire format of `dcoder serve` and `--endpoint`.
 
+mod api;
 mod canvas;
 mod chat_template;
 mod cli;
