@@ -14,9 +14,6 @@
 //! dcoder's sampler settings are read from there and the rest is ignored, as OpenAI-compatible
 //! servers do.
 
-// Used by `serve` and `--endpoint`, which land next; removed when they do.
-#![allow(dead_code)]
-
 use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
@@ -207,13 +204,17 @@ pub struct ChatChunk {
     /// On the last chunk: the same as a whole answer's `usage`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub usage: Option<Usage>,
+    /// On the last chunk: what a whole answer's `dcoder` holds (settings and numbers).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub dcoder_run: Option<Value>,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct ChunkChoice {
     pub index: u32,
-    #[serde(default)]
-    pub delta: Delta,
+    /// Chat chunks only (OpenAI's clients expect one on every chat chunk, empty or not).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub delta: Option<Delta>,
     /// Text completions stream `text` instead of a delta.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub text: Option<String>,
@@ -272,6 +273,7 @@ impl From<&Frame> for WireFrame {
 
 impl WireFrame {
     /// The frame back, for the live view; `None` when the numbers do not make a frame.
+    #[allow(dead_code)] // the --endpoint client lands next
     pub fn into_frame(self) -> Option<Frame> {
         let [start, end] = self.block_span;
         let sane = start <= end && end <= self.cells.len() && self.elapsed_s.is_finite();

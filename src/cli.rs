@@ -53,6 +53,9 @@ pub enum Command {
     Bench(Box<BenchArgs>),
     /// HumanEval / MBPP pass@k with the sampler flags, each program run in a sandbox.
     Eval(Box<EvalArgs>),
+    /// An OpenAI-compatible HTTP server over the model (chat, completions, FIM; streams every
+    /// denoising step with `"diffusing": true`).
+    Serve(Box<ServeArgs>),
 }
 
 /// How the live view looks.
@@ -238,6 +241,11 @@ pub struct RunArgs {
     #[arg(long)]
     pub no_chat_template: bool,
 
+    /// Fill in the middle: the canvas goes between the prompt and this text (or @FILE's);
+    /// the prompt is sent as is. LLaDA and Dream only (full attention).
+    #[arg(long, value_name = "TEXT|@FILE")]
+    pub suffix: Option<String>,
+
     /// Print one JSON object (text, tokens, timings) instead of the answer.
     #[arg(long)]
     pub json: bool,
@@ -340,6 +348,46 @@ pub struct BenchArgs {
     /// Print one JSON object.
     #[arg(long)]
     pub json: bool,
+}
+
+const SERVE_AFTER_HELP: &str = "\
+Endpoints: POST /v1/chat/completions, /v1/completions, /v1/fim/completions (prompt + suffix,
+LLaDA and Dream only); GET /v1/models, /health. Requests take OpenAI's fields (max_tokens is the
+canvas length) and dcoder's sampler settings as extra fields (steps, block_length, threshold,
+cache, ...), over this command's flags, over the model card's defaults.
+\"stream\": true streams text as it becomes final; with \"diffusing\": true every step's whole
+canvas (Mercury's format). Example:
+  dcoder serve --model dream-v0-instruct-7b --port 8080
+  curl localhost:8080/v1/chat/completions -d '{\"messages\":[{\"role\":\"user\",\"content\":\"hi\"}]}'";
+
+#[derive(Debug, Clone, Args)]
+#[command(after_help = SERVE_AFTER_HELP)]
+pub struct ServeArgs {
+    #[command(flatten)]
+    pub model: ModelArgs,
+
+    #[command(flatten)]
+    pub sampler: SamplerArgs,
+
+    /// Address to listen on (0.0.0.0: every interface; mind --api-key then).
+    #[arg(long, default_value = "127.0.0.1", value_name = "ADDR")]
+    pub host: String,
+
+    /// Port to listen on (0 picks a free one and prints it).
+    #[arg(long, default_value_t = 8080, value_name = "PORT")]
+    pub port: u16,
+
+    /// Require `Authorization: Bearer KEY` on every /v1 request.
+    #[arg(long, env = "DCODER_API_KEY", hide_env_values = true, value_name = "KEY")]
+    pub api_key: Option<String>,
+
+    /// Requests that may wait while one runs; beyond that the server answers 503.
+    #[arg(long, default_value_t = 16, value_name = "N")]
+    pub queue: usize,
+
+    /// What a masked position shows in a diffusing chunk's canvas text.
+    #[arg(long, default_value = "\u{2591}", value_name = "TEXT")]
+    pub mask_placeholder: String,
 }
 
 const EVAL_AFTER_HELP: &str = "\

@@ -71,6 +71,8 @@ pub struct Engine {
     pub plan: Plan,
     /// Writes every step of the first generation as JSON lines (`--trace`).
     pub trace: Option<PathBuf>,
+    /// Ids after the canvas when infilling (`--suffix`); empty otherwise.
+    pub suffix: Vec<u32>,
 }
 
 impl Engine {
@@ -148,7 +150,8 @@ impl Engine {
         let tokenizer = self.session.tokenizer.clone();
         let mut builder = FrameBuilder::new(&tokenizer, plan.gen_length);
         let mut failure = None;
-        let generation = self.session.generate(&prompt, &plan, |step| {
+        let suffix = self.suffix.clone();
+        let generation = self.session.infill(&prompt, &suffix, &plan, |step| {
             let frame = match builder.frame(step) {
                 Ok(frame) => frame,
                 Err(e) => {
@@ -238,6 +241,7 @@ mod tests {
                 conversation,
                 plan,
                 trace: None,
+                suffix: Vec::new(),
             };
             let (ask, requests) = mpsc::channel();
             let totals = Arc::new(Mutex::new(Vec::new()));

@@ -13,7 +13,8 @@
 //!   [`tui`]: the live view (one-shot, chat, replay); [`trace`]: `--trace` files.
 //! - [`progress_line`] and [`report`]: what a plain run prints.
 //! - [`eval`]: HumanEval / MBPP pass@k in a sandbox (`dcoder eval`).
-//! - [`api`]: the OpenAI-compatible wire format of `dcoder serve` and `--endpoint`.
+//! - [`api`]: the OpenAI-compatible wire format of `dcoder serve` and `--endpoint`;
+//!   [`server`]: `dcoder serve`'s HTTP side and model thread.
 
 mod api;
 mod canvas;
@@ -34,6 +35,7 @@ mod parity;
 mod progress_line;
 mod registry;
 mod report;
+mod server;
 mod session;
 mod settings;
 mod tokenizer;
@@ -69,6 +71,7 @@ fn run(cli: Cli) -> Result<u8> {
         Some(Command::Bench(b)) => b.model.threads,
         Some(Command::Chat(c)) => c.model.threads,
         Some(Command::Eval(e)) => e.model.threads,
+        Some(Command::Serve(s)) => s.model.threads,
         _ => cli.run.model.threads,
     };
     if let Some(n) = threads {
@@ -92,6 +95,7 @@ fn run(cli: Cli) -> Result<u8> {
         Some(Command::Pull { name }) => cmd::pull::run(&name).map(|()| 0),
         Some(Command::Bench(args)) => cmd::bench::run(&args).map(|()| 0),
         Some(Command::Eval(args)) => cmd::eval::run(&args),
+        Some(Command::Serve(args)) => cmd::serve::run(&args).map(|()| 0),
     }
 }
 

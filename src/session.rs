@@ -234,18 +234,30 @@ impl Session {
         plan: &Plan,
         on_step: impl FnMut(&Step) -> ControlFlow<()>,
     ) -> Result<Generation> {
-        let total = prompt.len() + plan.gen_length;
+        self.infill(prompt, &[], plan, on_step)
+    }
+
+    /// Runs the plan on the canvas between `prompt` and `suffix` (`--suffix`, FIM).
+    pub fn infill(
+        &mut self,
+        prompt: &[u32],
+        suffix: &[u32],
+        plan: &Plan,
+        on_step: impl FnMut(&Step) -> ControlFlow<()>,
+    ) -> Result<Generation> {
+        let total = prompt.len() + plan.gen_length + suffix.len();
         if total > self.max_positions {
             bail!(
                 "the prompt ({} tokens) plus --gen-length {} is {total} tokens, more than the {} the model handles; shorten the prompt or lower --gen-length",
-                prompt.len(),
+                prompt.len() + suffix.len(),
                 plan.gen_length,
                 self.max_positions
             );
         }
-        diffusion::generate(
+        diffusion::infill(
             &mut self.model,
             prompt,
+            suffix,
             plan,
             &self.tokenizer.special.ids(),
             on_step,

@@ -26,6 +26,7 @@ pub fn run(args: &ChatArgs) -> Result<u8> {
             conversation,
             plan,
             trace: None,
+            suffix: Vec::new(),
         },
         header,
         look,

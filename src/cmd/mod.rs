@@ -7,6 +7,7 @@ pub mod models;
 pub mod oneshot;
 pub mod pull;
 pub mod replay;
+pub mod serve;
 
 use anyhow::{anyhow, Result};
 

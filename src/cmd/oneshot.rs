@@ -17,6 +17,7 @@ use crate::engine::Engine;
 use crate::progress_line::ProgressLine;
 use crate::report::{rates, Report, Settings};
 use crate::session::Session;
+use crate::settings::Family;
 use crate::trace::TraceWriter;
 use crate::tui::app::{Header, Outcome};
 use crate::tui::view::printable;
@@ -41,6 +42,32 @@ pub fn read_prompt(prompt: Option<String>) -> Result<String> {
         bail!("the prompt is empty");
     }
     Ok(prompt)
+}
+
+/// `--suffix`: the text itself, or a file's with `@FILE`.
+fn read_suffix(arg: &str) -> Result<String> {
+    match arg.strip_prefix('@') {
+        Some(path) => std::fs::read_to_string(path)
+            .with_context(|| format!("--suffix @{path}: cannot read the file")),
+        None => Ok(arg.to_string()),
+    }
+}
+
+/// The suffix's ids, after checking the model can infill and the prompt goes as is.
+fn suffix_ids(session: &Session, args: &RunArgs) -> Result<Vec<u32>> {
+    let Some(arg) = &args.suffix else {
+        return Ok(Vec::new());
+    };
+    if !matches!(session.arch.family(), Family::Llada | Family::Dream) {
+        bail!(
+            "--suffix: {} is a block-diffusion model and cannot infill (its attention never sees text after the block); use a LLaDA or Dream model",
+            session.label
+        );
+    }
+    if args.system.is_some() {
+        bail!("--suffix sends the prompt as is, without the chat template; drop --system");
+    }
+    session.tokenizer.encode(&read_suffix(arg)?)
 }
 
 /// Exit status of a run stopped by the user (as after SIGINT).
@@ -70,13 +97,16 @@ fn run_live(
         device: session.device_name(),
         dtype: session.dtype_name().into(),
     };
-    let conversation = session.conversation(args.no_chat_template, args.system.clone())?;
+    let suffix = suffix_ids(&session, args)?;
+    let raw = args.no_chat_template || args.suffix.is_some();
+    let conversation = session.conversation(raw, args.system.clone())?;
     let seed = plan.seed;
     let engine = Engine {
         session,
         conversation,
         plan,
         trace: args.trace.clone(),
+        suffix,
     };
     let turn = tui::oneshot(engine, header, look, seed, prompt)?;
     let mut out = std::io::stdout().lock();
@@ -120,7 +150,9 @@ fn run_live(
 }
 
 fn run_plain(mut session: Session, plan: Plan, prompt: String, args: &RunArgs) -> Result<u8> {
-    let conversation = session.conversation(args.no_chat_template, args.system.clone())?;
+    let suffix = suffix_ids(&session, args)?;
+    let raw = args.no_chat_template || args.suffix.is_some();
+    let conversation = session.conversation(raw, args.system.clone())?;
     let (prompt_text, prompt_ids) = conversation.prompt(&prompt, &session.tokenizer)?;
     let mut trace = match &args.trace {
         Some(path) => Some(TraceWriter::create(
@@ -136,7 +168,7 @@ fn run_plain(mut session: Session, plan: Plan, prompt: String, args: &RunArgs) -
     let mut frames = FrameBuilder::new(&tokenizer, plan.gen_length);
     let mut failure = None;
     let mut line = ProgressLine::new(!args.quiet);
-    let generation = session.generate(&prompt_ids, &plan, |step| {
+    let generation = session.infill(&prompt_ids, &suffix, &plan, |step| {
         line.update(step, tokenizer.special.mask);
         if let Some(trace) = trace.as_mut() {
             if let Err(e) = frames

@@ -95,7 +95,7 @@ pub fn run_collect(
         log.1.push(s.total);
         ControlFlow::Continue(())
     });
-    let mut state = Run::new(plan, &special, prompt, rule, on_step);
+    let mut state = Run::new(plan, &special, prompt, &[], rule, on_step);
     let outcome = driver(m, &mut state)?;
     let generation = state.finish(outcome);
     let (revealed, totals) = seen.take();

@@ -47,12 +47,29 @@ pub fn generate(
     special: &SpecialIds,
     on_step: impl FnMut(&Step) -> ControlFlow<()>,
 ) -> Result<Generation> {
+    infill(model, prompt, &[], plan, special, on_step)
+}
+
+/// Like [`generate`] with `suffix` after the canvas: the model fills the masks between the two
+/// (fill-in-the-middle). Only full-attention families see the suffix; block diffusion's
+/// block-causal attention never looks past the block it denoises, so it refuses one.
+pub fn infill(
+    model: &mut impl Denoiser,
+    prompt: &[u32],
+    suffix: &[u32],
+    plan: &Plan,
+    special: &SpecialIds,
+    on_step: impl FnMut(&Step) -> ControlFlow<()>,
+) -> Result<Generation> {
+    if !suffix.is_empty() && matches!(plan.driver, Driver::BlockDiffusion(_)) {
+        anyhow::bail!("infilling needs a full-attention model (LLaDA, Dream): block diffusion never sees a suffix");
+    }
     let (logit_bias, confidence_bias) =
         biases(plan, special, model.vocab_size(), &model.device().clone())?;
     let rule = plan
         .decision
         .with_biases(logit_bias.as_ref(), confidence_bias.as_ref());
-    let mut state = Run::new(plan, special, prompt, rule, on_step);
+    let mut state = Run::new(plan, special, prompt, suffix, rule, on_step);
     model.clear_cache();
     let outcome = match plan.driver {
         Driver::Blocks(d) => llada::run(model, &mut state, &d),

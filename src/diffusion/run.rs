@@ -49,7 +49,7 @@ pub fn biases(
 pub struct Run<'a, F> {
     pub plan: &'a Plan,
     pub special: &'a SpecialIds,
-    /// Prompt then canvas; unrevealed positions hold the mask id.
+    /// Prompt, canvas, then the suffix when infilling; unrevealed positions hold the mask id.
     pub seq: Vec<u32>,
     pub prompt_len: usize,
     /// The canvas blocks (`Plan::blocks`).
@@ -73,11 +73,13 @@ impl<'a, F: FnMut(&Step) -> ControlFlow<()>> Run<'a, F> {
         plan: &'a Plan,
         special: &'a SpecialIds,
         prompt: &[u32],
+        suffix: &[u32],
         rule: Rule<'a>,
         on_step: F,
     ) -> Self {
         let mut seq = prompt.to_vec();
         seq.resize(prompt.len() + plan.canvas_len(prompt.len()), special.mask);
+        seq.extend_from_slice(suffix);
         Run {
             plan,
             special,
