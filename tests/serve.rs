@@ -403,7 +403,7 @@ fn bad_requests_get_openai_errors_and_the_server_keeps_serving() -> Result {
     ok["logit_bias"] = json!({});
     let r = post(a, chat, &ok)?;
     assert_eq!(r.status, 200, "{}", r.body);
-    assert_eq!(r.json()?["choices"][0]["finish_reason"].is_string(), true);
+    assert!(r.json()?["choices"][0]["finish_reason"].is_string());
     let models = request(a, "GET", "/v1/models", &[], "")?.json()?;
     assert_eq!(models["data"][0]["object"], "model");
     assert_eq!(request(a, "GET", "/health", &[], "")?.status, 200);
