@@ -13,13 +13,17 @@
 //!   [`tui`]: the live view (one-shot, chat, replay); [`trace`]: `--trace` files.
 //! - [`progress_line`] and [`report`]: what a plain run prints.
 //! - [`eval`]: HumanEval / MBPP pass@k in a sandbox (`dcoder eval`).
-//! - [`api`]: the OpenAI-compatible wire format of `dcoder serve` and `--endpoint`.
+//! - [`api`]: the OpenAI-compatible wire format of `dcoder serve` and `--endpoint`;
+//!   [`remote`]: a model behind an endpoint; [`backend`]: local or remote, for the live view.
+//! - [`config`]: the config file (defaults for unset flags, named endpoints).
 
 mod api;
+mod backend;
 mod canvas;
 mod chat_template;
 mod cli;
 mod cmd;
+mod config;
 mod conversation;
 mod device;
 mod diffusion;
@@ -33,6 +37,7 @@ mod model;
 mod parity;
 mod progress_line;
 mod registry;
+mod remote;
 mod report;
 mod session;
 mod settings;
@@ -64,7 +69,8 @@ fn main() -> ExitCode {
 }
 
 /// Runs the command; returns the exit status.
-fn run(cli: Cli) -> Result<u8> {
+fn run(mut cli: Cli) -> Result<u8> {
+    cmd::configure::configure(&mut cli)?;
     let threads = match &cli.command {
         Some(Command::Bench(b)) => b.model.threads,
         Some(Command::Chat(c)) => c.model.threads,
@@ -92,6 +98,7 @@ fn run(cli: Cli) -> Result<u8> {
         Some(Command::Pull { name }) => cmd::pull::run(&name).map(|()| 0),
         Some(Command::Bench(args)) => cmd::bench::run(&args).map(|()| 0),
         Some(Command::Eval(args)) => cmd::eval::run(&args),
+        Some(Command::Completions { shell }) => cmd::completions::run(shell).map(|()| 0),
     }
 }
 
