@@ -185,7 +185,9 @@ fn read(url: &str, key: Option<&str>, body: &[u8], send: &impl Fn(Message) -> bo
     if let Some(key) = key {
         request = request.header("Authorization", format!("Bearer {key}"));
     }
-    let response = request.send(body).map_err(|e| anyhow!("{url}: {e}"))?;
+    let response = request
+        .send(body)
+        .map_err(|e| anyhow!("{url}: the request failed: {e}"))?;
     let status = response.status();
     if !status.is_success() {
         let text = response
