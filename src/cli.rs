@@ -18,6 +18,7 @@ Examples:
   dcoder                                         the interactive chat (on a terminal)
   dcoder --trace run.jsonl \"…\" ; dcoder replay run.jsonl   record a run, watch it again
   dcoder models                                  the registry, and what is downloaded
+  dcoder --endpoint inception -m mercury-coder \"…\"   a model behind an OpenAI-compatible API
 
 Models download into the Hugging Face cache ($HF_HOME/hub, default ~/.cache/huggingface/hub);
 HF_TOKEN is used for gated repos, HF_HUB_OFFLINE=1 keeps dcoder off the network.";

@@ -135,6 +135,27 @@ mod tests {
     }
 
     #[test]
+    fn the_readme_example_parses() -> Result<()> {
+        let readme = include_str!("../README.md");
+        let section = readme
+            .split("### The config file")
+            .nth(1)
+            .ok_or_else(|| anyhow::anyhow!("README: no config section"))?;
+        let example = section
+            .split("```toml\n")
+            .nth(1)
+            .and_then(|rest| rest.split("```").next())
+            .ok_or_else(|| anyhow::anyhow!("README: no toml example"))?;
+        let config = parse(example)?;
+        assert_eq!(config.default_endpoint.as_deref(), Some("gpu-box"));
+        assert_eq!(
+            config.endpoint["inception"].model.as_deref(),
+            Some("mercury-2")
+        );
+        Ok(())
+    }
+
+    #[test]
     fn unknown_keys_are_one_line_errors_naming_the_key_and_line() {
         let err = parse("theme = \"dark\"\n[sampler]\ngen_lenght = 3\n")
             .expect_err("an unknown key")
