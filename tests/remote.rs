@@ -625,3 +625,23 @@ fn the_chat_sends_the_earlier_turns_and_esc_cancels() -> Result {
     );
     Ok(())
 }
+
+#[test]
+fn models_lists_the_built_in_endpoints() -> Result {
+    let home = tempfile::tempdir()?;
+    let out = dcoder(home.path()).arg("models").output()?;
+    assert!(out.status.success(), "{}", stderr(&out));
+    let text = String::from_utf8(out.stdout)?;
+    let line = text
+        .lines()
+        .find(|l| l.starts_with("inception "))
+        .ok_or(format!("no inception line:\n{text}"))?;
+    for needle in [
+        "https://api.inceptionlabs.ai/v1",
+        "mercury-coder *",
+        "INCEPTION_API_KEY",
+    ] {
+        assert!(line.contains(needle), "{needle}: {line}");
+    }
+    Ok(())
+}

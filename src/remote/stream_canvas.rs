@@ -7,7 +7,9 @@
 //!   canvas as text, which *replaces* the previous one: one cell per character, a character that
 //!   changed since the last canvas counts as revealed at this step, and noise (control
 //!   characters, U+FFFD; Mercury's early canvases hold them) is drawn as a mask;
-//! - plain OpenAI chunks carry text to *append*.
+//! - plain OpenAI chunks carry text to *append*. After a diffusing chunk, though, text without
+//!   `diffusion_meta` is taken as the final canvas and replaces it: a diffusing stream's chunks
+//!   are whole canvases, and appending one would write the answer twice.
 
 use std::time::{Duration, Instant};
 
@@ -22,6 +24,8 @@ pub struct StreamCanvas {
     started: Instant,
     /// The last exact frame, when the server sends them.
     exact: Option<Frame>,
+    /// A diffusing chunk has been seen.
+    diffusing: bool,
 }
 
 impl StreamCanvas {
@@ -31,6 +35,7 @@ impl StreamCanvas {
             step: 0,
             started,
             exact: None,
+            diffusing: false,
         }
     }
 
@@ -46,10 +51,18 @@ impl StreamCanvas {
 
     /// Applies a chunk; the frame to draw when it changed the canvas.
     pub fn apply(&mut self, chunk: ChatChunk) -> Option<Frame> {
-        let diffusing = chunk.diffusion_meta.filter(|m| m.diffusion_content);
+        let mut diffusing = chunk.diffusion_meta.filter(|m| m.diffusion_content);
         let choice = chunk.choices.into_iter().next();
         let content = choice.and_then(|c| c.delta.content.or(c.text));
+        if diffusing.is_none() && self.diffusing && content.as_ref().is_some_and(|t| !t.is_empty())
+        {
+            diffusing = Some(crate::api::DiffusionMeta {
+                diffusion_content: true,
+                diffusion_progress: 1.0,
+            });
+        }
         if let Some(meta) = diffusing {
+            self.diffusing = true;
             if let Some(frame) = chunk.dcoder.and_then(|w| w.into_frame()) {
                 self.step += 1;
                 self.cells = frame.cells.clone();
@@ -197,6 +210,9 @@ mod tests {
         // The final chunk: an empty delta changes nothing.
         assert!(canvas.apply(chunk(None, None)).is_none());
         assert_eq!(canvas.answer(), "def main");
+        // Text without diffusion_meta after diffusing chunks is the final canvas, not a delta.
+        canvas.apply(chunk(Some("def main():"), None));
+        assert_eq!(canvas.answer(), "def main():");
     }
 
     #[test]
