@@ -573,6 +573,11 @@ fn the_live_view_shows_the_intermediate_canvases_then_the_answer() -> Result {
     let first = t.wait_for("the first canvas", |s| s.contains("step 1/4"))?;
     assert!(first.contains('░'), "noise is drawn masked:\n{first}");
     assert!(first.contains("mercury-coder"), "{first}");
+    assert!(first.contains("step 1/4 · "), "{first}");
+    assert!(
+        !first.contains("NFE"),
+        "a remote canvas has no forward-pass count:\n{first}"
+    );
     // ESC never reached the terminal: what followed it is plain text, not a screen clear or a
     // window title.
     assert!(

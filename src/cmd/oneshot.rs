@@ -5,6 +5,7 @@
 //! alone goes to stdout (or one JSON object), progress to stderr, so `dcoder "…" > file.rs` and
 //! pipes get the answer and nothing else.
 
+use std::cell::RefCell;
 use std::io::{IsTerminal, Read, Write};
 use std::ops::ControlFlow;
 use std::sync::atomic::AtomicBool;
@@ -16,14 +17,14 @@ use crate::canvas::FrameBuilder;
 use crate::cli::RunArgs;
 use crate::cmd::configure;
 use crate::diffusion::Plan;
-use crate::engine::Engine;
+use crate::engine::{Engine, EngineEvent};
 use crate::progress_line::ProgressLine;
 use crate::remote::Remote;
 use crate::report::{rates, Report, Settings};
 use crate::session::Session;
 use crate::trace::TraceWriter;
 use crate::tui::app::{Header, Outcome, Turn};
-use crate::tui::view::printable;
+use crate::tui::view::{printable, progress};
 use crate::tui::{self, highlight};
 
 /// The prompt from the command line, else from stdin when it is not a terminal.
@@ -145,10 +146,14 @@ fn show_turn(turn: Turn, args: &RunArgs, look: tui::Look) -> Result<u8> {
                 } else {
                     String::new()
                 };
+                // NFE 0 after steps: a remote answer, whose forward passes are not known here.
+                let nfe = match (stats.nfe, stats.steps) {
+                    (0, 1..) => String::new(),
+                    (n, _) => format!(", NFE {n}"),
+                };
                 eprintln!(
-                    "{} steps, NFE {}, {:.1} tok/s, {:.1} s{early}",
+                    "{} steps{nfe}, {:.1} tok/s, {:.1} s{early}",
                     stats.steps,
-                    stats.nfe,
                     stats.tokens_per_s,
                     stats.elapsed.as_secs_f64()
                 );
@@ -248,7 +253,15 @@ fn run_plain(mut session: Session, plan: Plan, prompt: String, args: &RunArgs) -
 fn run_remote_plain(remote: &Remote, prompt: &str, args: &RunArgs) -> Result<u8> {
     let messages = remote.first_turn(prompt);
     let cancel = AtomicBool::new(false);
-    let reply = remote.ask(&messages, args.sampler.seed, &cancel, &|_| true)?;
+    let line = RefCell::new(ProgressLine::new(!args.quiet));
+    let reply = remote.ask(&messages, args.sampler.seed, &cancel, &|event| {
+        if let EngineEvent::Frame(frame) = &event {
+            line.borrow_mut().show(false, || progress(frame));
+        }
+        true
+    });
+    line.borrow_mut().clear();
+    let reply = reply?;
     let mut out = std::io::stdout().lock();
     if args.json {
         let secs = reply.stats.elapsed.as_secs_f64();
