@@ -273,7 +273,6 @@ impl From<&Frame> for WireFrame {
 
 impl WireFrame {
     /// The frame back, for the live view; `None` when the numbers do not make a frame.
-    #[allow(dead_code)] // the --endpoint client lands next
     pub fn into_frame(self) -> Option<Frame> {
         let [start, end] = self.block_span;
         let sane = start <= end && end <= self.cells.len() && self.elapsed_s.is_finite();

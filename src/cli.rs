@@ -18,6 +18,7 @@ Examples:
   dcoder                                         the interactive chat (on a terminal)
   dcoder --trace run.jsonl \"…\" ; dcoder replay run.jsonl   record a run, watch it again
   dcoder models                                  the registry, and what is downloaded
+  dcoder --endpoint inception -m mercury-coder \"…\"   a model behind an OpenAI-compatible API
 
 Models download into the Hugging Face cache ($HF_HOME/hub, default ~/.cache/huggingface/hub);
 HF_TOKEN is used for gated repos, HF_HUB_OFFLINE=1 keeps dcoder off the network.";
@@ -34,6 +35,10 @@ pub struct Cli {
 
     #[command(flatten)]
     pub run: RunArgs,
+
+    /// Read defaults from FILE instead of $XDG_CONFIG_HOME/dcoder/config.toml (~/.config/dcoder/config.toml).
+    #[arg(long, global = true, value_name = "FILE")]
+    pub config: Option<PathBuf>,
 }
 
 #[derive(Debug, Subcommand)]
@@ -56,14 +61,19 @@ pub enum Command {
     /// An OpenAI-compatible HTTP server over the model (chat, completions, FIM; streams every
     /// denoising step with `"diffusing": true`).
     Serve(Box<ServeArgs>),
+    /// Print a shell completion script: dcoder completions bash > ~/.local/share/bash-completion/completions/dcoder
+    Completions {
+        #[arg(value_enum)]
+        shell: clap_complete::Shell,
+    },
 }
 
 /// How the live view looks.
 #[derive(Debug, Clone, Args)]
 pub struct LookArgs {
-    /// Colours of the live view (NO_COLOR in the environment turns colours off).
-    #[arg(long, value_enum, default_value = "dark")]
-    pub theme: ThemeName,
+    /// Colours of the live view, dark by default (NO_COLOR in the environment turns colours off).
+    #[arg(long, value_enum)]
+    pub theme: Option<ThemeName>,
 
     /// Highlight answers as this language even outside ``` fences (rust, python, c, go, ...).
     #[arg(long, value_name = "LANG")]
@@ -189,11 +199,20 @@ pub struct SamplerArgs {
     /// Random seed; the same seed and settings give the same answer.
     #[arg(long, default_value_t = 0)]
     pub seed: u64,
+
+    /// The config file's `[sampler]` table: below the flags, above the model card.
+    #[arg(skip)]
+    pub config: Defaults,
 }
 
 impl SamplerArgs {
-    /// The flags that were given, as the top layer of the settings stack.
+    /// The flags, over the config file's sampler settings: the top layer of the settings stack.
     pub fn overrides(&self) -> Defaults {
+        self.given().over(&self.config)
+    }
+
+    /// The flags that were given on the command line.
+    pub fn given(&self) -> Defaults {
         Defaults {
             gen_length: self.gen_length,
             steps: self.steps,
@@ -224,11 +243,31 @@ impl SamplerArgs {
     }
 }
 
+/// A model behind an OpenAI-compatible API instead of one in this process.
+#[derive(Debug, Clone, Default, Args)]
+pub struct RemoteArgs {
+    /// Use the model at an OpenAI-compatible API base URL (e.g. http://host:8080/v1), or a named endpoint (inception, or the config file's); --model is then the remote model id. `local` ignores a configured default.
+    #[arg(long, env = "DCODER_ENDPOINT", value_name = "URL|NAME")]
+    pub endpoint: Option<String>,
+
+    /// The endpoint's API key (sent as `Authorization: Bearer`); default: the endpoint's key variable (INCEPTION_API_KEY for inception).
+    #[arg(
+        long,
+        env = "DCODER_API_KEY",
+        hide_env_values = true,
+        value_name = "KEY"
+    )]
+    pub api_key: Option<String>,
+}
+
 /// A one-shot run.
 #[derive(Debug, Clone, Args)]
 pub struct RunArgs {
     #[command(flatten)]
     pub model: ModelArgs,
+
+    #[command(flatten)]
+    pub remote: RemoteArgs,
 
     #[command(flatten)]
     pub sampler: SamplerArgs,
@@ -271,6 +310,7 @@ impl RunArgs {
     pub fn into_chat(self) -> ChatArgs {
         ChatArgs {
             model: self.model,
+            remote: self.remote,
             sampler: self.sampler,
             system: self.system,
             no_chat_template: self.no_chat_template,
@@ -283,6 +323,9 @@ impl RunArgs {
 pub struct ChatArgs {
     #[command(flatten)]
     pub model: ModelArgs,
+
+    #[command(flatten)]
+    pub remote: RemoteArgs,
 
     #[command(flatten)]
     pub sampler: SamplerArgs,

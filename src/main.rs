@@ -15,12 +15,16 @@
 //! - [`eval`]: HumanEval / MBPP pass@k in a sandbox (`dcoder eval`).
 //! - [`api`]: the OpenAI-compatible wire format of `dcoder serve` and `--endpoint`;
 //!   [`server`]: `dcoder serve`'s HTTP side and model thread.
+//!   [`remote`]: a model behind an endpoint; [`backend`]: local or remote, for the live view.
+//! - [`config`]: the config file (defaults for unset flags, named endpoints).
 
 mod api;
+mod backend;
 mod canvas;
 mod chat_template;
 mod cli;
 mod cmd;
+mod config;
 mod conversation;
 mod device;
 mod diffusion;
@@ -34,6 +38,7 @@ mod model;
 mod parity;
 mod progress_line;
 mod registry;
+mod remote;
 mod report;
 mod server;
 mod session;
@@ -66,7 +71,8 @@ fn main() -> ExitCode {
 }
 
 /// Runs the command; returns the exit status.
-fn run(cli: Cli) -> Result<u8> {
+fn run(mut cli: Cli) -> Result<u8> {
+    cmd::configure::configure(&mut cli)?;
     let threads = match &cli.command {
         Some(Command::Bench(b)) => b.model.threads,
         Some(Command::Chat(c)) => c.model.threads,
@@ -96,6 +102,7 @@ fn run(cli: Cli) -> Result<u8> {
         Some(Command::Bench(args)) => cmd::bench::run(&args).map(|()| 0),
         Some(Command::Eval(args)) => cmd::eval::run(&args),
         Some(Command::Serve(args)) => cmd::serve::run(&args).map(|()| 0),
+        Some(Command::Completions { shell }) => cmd::completions::run(shell).map(|()| 0),
     }
 }
 

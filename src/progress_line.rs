@@ -26,15 +26,21 @@ impl ProgressLine {
     }
 
     pub fn update(&mut self, step: &Step, mask: u32) {
+        if self.enabled {
+            self.show(step.index + 1 == step.total, || describe(step, mask));
+        }
+    }
+
+    /// Draws `line()` unless the last draw was too recent (`last` always draws).
+    pub fn show(&mut self, last: bool, line: impl FnOnce() -> String) {
         if !self.enabled {
             return;
         }
-        let last = step.index + 1 == step.total;
         if !last && self.drawn.is_some_and(|t| t.elapsed() < MIN_INTERVAL) {
             return;
         }
         self.drawn = Some(Instant::now());
-        let line = describe(step, mask);
+        let line = line();
         let pad = self.width.saturating_sub(line.chars().count());
         self.width = line.chars().count();
         let mut err = std::io::stderr().lock();

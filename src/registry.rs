@@ -136,6 +136,45 @@ pub struct ShapeSpec {
     pub config: toml::Table,
 }
 
+/// A named OpenAI-compatible endpoint: `--endpoint NAME` (models.toml `[endpoint.*]`, or the
+/// config file's, which override these field by field).
+#[derive(Debug, Clone, Default, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct EndpointSpec {
+    /// The API base; requests go to `{url}/chat/completions`.
+    pub url: Option<String>,
+    /// The model id used when `--model` is not given.
+    pub model: Option<String>,
+    /// The environment variable holding the API key.
+    pub api_key_env: Option<String>,
+    /// The key itself (config files only; prefer `api_key_env`).
+    pub api_key: Option<String>,
+    /// Model ids the endpoint is known to serve (for `dcoder models`).
+    #[serde(default)]
+    pub models: Vec<String>,
+    pub about: Option<String>,
+}
+
+impl EndpointSpec {
+    /// `self` where set, else `lower`.
+    pub fn over(&self, lower: &EndpointSpec) -> EndpointSpec {
+        EndpointSpec {
+            url: self.url.clone().or_else(|| lower.url.clone()),
+            model: self.model.clone().or_else(|| lower.model.clone()),
+            api_key_env: self
+                .api_key_env
+                .clone()
+                .or_else(|| lower.api_key_env.clone()),
+            api_key: self.api_key.clone().or_else(|| lower.api_key.clone()),
+            models: match self.models.is_empty() {
+                true => lower.models.clone(),
+                false => self.models.clone(),
+            },
+            about: self.about.clone().or_else(|| lower.about.clone()),
+        }
+    }
+}
+
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct Registry {
@@ -144,6 +183,8 @@ pub struct Registry {
     pub models: Vec<ModelSpec>,
     #[serde(rename = "shape")]
     pub shapes: BTreeMap<String, ShapeSpec>,
+    #[serde(rename = "endpoint", default)]
+    pub endpoints: BTreeMap<String, EndpointSpec>,
 }
 
 impl Registry {
@@ -242,6 +283,13 @@ mod tests {
         for m in &reg.models {
             reg.arch(m.arch)?;
             assert!(m.repo.contains('/'), "{}: repo must be org/name", m.name);
+        }
+        for (name, endpoint) in &reg.endpoints {
+            let url = endpoint.url.as_deref().unwrap_or_default();
+            assert!(url.starts_with("https://"), "endpoint {name}: {url}");
+            assert!(endpoint
+                .models
+                .contains(endpoint.model.as_ref().expect("a model")));
         }
         for (name, shape) in &reg.shapes {
             reg.arch(shape.arch)

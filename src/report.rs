@@ -5,8 +5,9 @@ use serde::Serialize;
 use crate::diffusion::decision::DecisionRule;
 use crate::diffusion::{CacheMode, Generation, Plan, Strategy};
 
+/// `S`: the settings object; a run on `--endpoint` reports the request's sampler fields there.
 #[derive(Debug, Serialize)]
-pub struct Report {
+pub struct Report<S = Settings> {
     pub model: String,
     pub arch: &'static str,
     pub device: String,
@@ -38,7 +39,7 @@ pub struct Report {
     pub cancelled: bool,
     /// Revealed tokens rewritten by token editing (LLaDA2.1; 0 otherwise).
     pub edits: usize,
-    pub settings: Settings,
+    pub settings: S,
 }
 
 /// The sampler settings the run used, after defaults.

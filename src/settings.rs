@@ -3,7 +3,7 @@
 //! once into the typed [`Plan`] the drivers run.
 
 use anyhow::{bail, Result};
-use serde::Deserialize;
+use serde::{Deserialize, Serialize};
 
 use crate::diffusion::decision::{DecisionRule, Strategy};
 use crate::diffusion::plan::{
@@ -23,7 +23,7 @@ pub enum Family {
 }
 
 /// Sampler settings where every field may be absent: one layer of the stack.
-#[derive(Debug, Clone, Default, PartialEq, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct Defaults {
     pub gen_length: Option<usize>,

@@ -19,7 +19,9 @@ fn dcoder(home: &Path) -> Command {
     let mut cmd = Command::new(env!("CARGO_BIN_EXE_dcoder"));
     cmd.env("HF_HOME", home)
         .env("HF_HUB_OFFLINE", "1")
-        .env_remove("DCODER_MODEL");
+        .env("XDG_CONFIG_HOME", home)
+        .env_remove("DCODER_MODEL")
+        .env_remove("DCODER_ENDPOINT");
     cmd
 }
 

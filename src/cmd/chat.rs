@@ -3,7 +3,9 @@
 use anyhow::{bail, Result};
 use std::io::IsTerminal;
 
+use crate::backend::Backend;
 use crate::cli::ChatArgs;
+use crate::cmd::configure;
 use crate::engine::Engine;
 use crate::tui::{self, app::Header};
 
@@ -12,6 +14,15 @@ pub fn run(args: &ChatArgs) -> Result<u8> {
         bail!("the chat needs a terminal; for pipes give the prompt: dcoder \"...\" or echo \"...\" | dcoder");
     }
     let look = crate::cmd::look(&args.look)?;
+    let system = args.system.clone();
+    if let Some(remote) = configure::remote(&args.remote, &args.model, &args.sampler, system)? {
+        if args.no_chat_template {
+            bail!("--no-chat-template: an endpoint applies its own template; drop the flag with --endpoint");
+        }
+        let header = super::oneshot::remote_header(&remote);
+        tui::chat(Backend::Remote(remote), header, look, args.sampler.seed)?;
+        return Ok(0);
+    }
     let (session, plan) = crate::cmd::load(&args.model, &args.sampler)?;
     let header = Header {
         model: session.label.clone(),
@@ -21,13 +32,13 @@ pub fn run(args: &ChatArgs) -> Result<u8> {
     let conversation = session.conversation(args.no_chat_template, args.system.clone())?;
     let seed = plan.seed;
     tui::chat(
-        Engine {
+        Backend::Local(Box::new(Engine {
             session,
             conversation,
             plan,
             trace: None,
             suffix: Vec::new(),
-        },
+        })),
         header,
         look,
         seed,

@@ -2,6 +2,8 @@
 
 pub mod bench;
 pub mod chat;
+pub mod completions;
+pub mod configure;
 pub mod eval;
 pub mod models;
 pub mod oneshot;
@@ -17,7 +19,7 @@ use crate::hub::Source;
 use crate::registry::Registry;
 use crate::session::{plan_for, Checkpoint, LoadOptions, Session};
 use crate::tui::highlight::syntax_for;
-use crate::tui::theme::Theme;
+use crate::tui::theme::{Theme, ThemeName};
 use crate::tui::Look;
 
 /// Resolves `--model`, resolves the sampler flags into the plan once (before any download when
@@ -51,7 +53,7 @@ pub fn look(args: &LookArgs) -> Result<Look> {
         None => None,
     };
     Ok(Look {
-        theme: Theme::new(args.theme, no_color),
+        theme: Theme::new(args.theme.unwrap_or(ThemeName::Dark), no_color),
         lang,
     })
 }

@@ -56,5 +56,34 @@ pub fn run() -> Result<()> {
         hub::cache_dir().display()
     )?;
     writeln!(out, "Also accepted by --model: a local Hugging Face folder, or any org/name hub repo of a supported architecture.")?;
+    if !registry.endpoints.is_empty() {
+        writeln!(
+            out,
+            "\nEndpoints (--endpoint NAME --model ID; * the default id):"
+        )?;
+    }
+    for (name, e) in &registry.endpoints {
+        let ids: Vec<String> = e
+            .models
+            .iter()
+            .map(|m| match e.model.as_ref() == Some(m) {
+                true => format!("{m} *"),
+                false => m.clone(),
+            })
+            .collect();
+        let key = e
+            .api_key_env
+            .as_deref()
+            .map_or(String::new(), |k| format!("  key: ${k}"));
+        writeln!(
+            out,
+            "{name:<w$}  {}  {}{key}",
+            e.url.as_deref().unwrap_or_default(),
+            ids.join(", ")
+        )?;
+        if let Some(about) = &e.about {
+            writeln!(out, "{:<w$}  {about}", "")?;
+        }
+    }
     Ok(())
 }

@@ -29,7 +29,8 @@ use ratatui::Terminal;
 use app::{App, Effect, Event, Header, Kind, Turn};
 use theme::Theme;
 
-use crate::engine::{Engine, Request};
+use crate::backend;
+use crate::engine::Request;
 
 /// Draw at most this often; every step is still computed.
 const FRAME: Duration = Duration::from_millis(33);
@@ -180,10 +181,10 @@ fn leave_inline(terminal: &mut terminal::Tty) {
     let _ = terminal.set_cursor_position(origin);
 }
 
-/// The one-shot view: runs `user` on the engine in an inline viewport and returns the turn
+/// The one-shot view: runs `user` on the backend (local engine or endpoint) in an inline viewport and returns the turn
 /// when it ends (finished, cancelled, failed, or the user quit).
 pub fn oneshot(
-    engine: Engine,
+    engine: backend::Backend,
     header: Header,
     look: Look,
     seed: u64,
@@ -210,7 +211,7 @@ pub fn oneshot(
 }
 
 /// The interactive chat, full screen, until the user quits.
-pub fn chat(engine: Engine, header: Header, look: Look, seed: u64) -> Result<()> {
+pub fn chat(engine: backend::Backend, header: Header, look: Look, seed: u64) -> Result<()> {
     let (events_tx, events) = channel();
     let (requests_tx, requests) = channel();
     let engine_tx = events_tx.clone();

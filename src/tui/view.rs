@@ -218,6 +218,17 @@ pub fn progress(frame: &Frame) -> String {
             }
         }
     };
+    // A remote canvas (a step without forward passes): characters, not tokens, and no NFE.
+    if frame.step > 0 && frame.nfe == 0 {
+        return format!(
+            "step {}/{} · {}/{} chars · {:.1} s",
+            frame.step,
+            frame.total,
+            frame.revealed(),
+            frame.cells.len(),
+            frame.elapsed.as_secs_f64()
+        );
+    }
     format!(
         "step {}/{} · block {}/{} · NFE {} · {}/{} · TPF {tpf:.1} · {:.1} tok/s · {:.1} s{edits}",
         frame.step,
@@ -243,10 +254,14 @@ fn stats_line(turn: &Turn) -> Option<String> {
             } else {
                 String::new()
             };
+            // NFE 0 after steps: a remote answer, whose forward passes are not known here.
+            let nfe = match (s.nfe, s.steps) {
+                (0, 1..) => String::new(),
+                (n, _) => format!(" · NFE {n}"),
+            };
             Some(format!(
-                "{} steps · NFE {} · {:.1} tok/s · {:.1} s · seed {}{early}",
+                "{} steps{nfe} · {:.1} tok/s · {:.1} s · seed {}{early}",
                 s.steps,
-                s.nfe,
                 s.tokens_per_s,
                 s.elapsed.as_secs_f64(),
                 turn.seed
