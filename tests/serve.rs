@@ -562,3 +562,22 @@ fn the_official_openai_client_talks_to_dcoder_serve() -> Result {
     assert_eq!(report["wrong_key"], 401);
     Ok(())
 }
+
+#[test]
+fn dcoder_itself_is_a_client_of_dcoder_serve() -> Result {
+    let server = Server::start("llada-tiny", &[])?;
+    let local = cli_json("llada-tiny", &["hello"])?;
+    let home = tempfile::tempdir()?;
+    let out = dcoder(home.path())
+        .env("XDG_CONFIG_HOME", home.path())
+        .env_remove("DCODER_ENDPOINT")
+        .args(["--endpoint", &format!("http://{}/v1", server.addr)])
+        .args(["--model", "llada-tiny", "--json", "hello"])
+        .output()?;
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let remote: Value = serde_json::from_slice(&out.stdout)?;
+    assert_eq!(remote["text"], local["text"]);
+    // The server's frames carry its step count.
+    assert_eq!(remote["steps"], local["steps"]);
+    Ok(())
+}

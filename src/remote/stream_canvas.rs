@@ -26,6 +26,9 @@ pub struct StreamCanvas {
     exact: Option<Frame>,
     /// A diffusing chunk has been seen.
     diffusing: bool,
+    /// dcoder serve's answer, sent after its last exact frame: the server's own decoding of the
+    /// whole canvas (cut at `stop` strings), which the frame's per-position texts may not equal.
+    final_text: Option<String>,
 }
 
 impl StreamCanvas {
@@ -36,6 +39,7 @@ impl StreamCanvas {
             started,
             exact: None,
             diffusing: false,
+            final_text: None,
         }
     }
 
@@ -70,8 +74,12 @@ impl StreamCanvas {
                 return Some(frame);
             }
             let text = content?;
+            if self.exact.is_some() {
+                // The answer after the last step: the view keeps the exact frame.
+                self.final_text = Some(text);
+                return None;
+            }
             self.step += 1;
-            self.exact = None;
             let step = self.step as u32;
             let cells = text
                 .chars()
@@ -130,6 +138,9 @@ impl StreamCanvas {
 
     /// The answer: the exact frame's, else the canvas text with masked (noise) cells left out.
     pub fn answer(&self) -> String {
+        if let Some(text) = &self.final_text {
+            return text.clone();
+        }
         match &self.exact {
             Some(frame) => frame.answer(),
             None => self
