@@ -85,6 +85,14 @@ pub struct ModelArgs {
     /// CPU threads for matrix products (default: all cores).
     #[arg(long, value_name = "N")]
     pub threads: Option<usize>,
+
+    /// GGUF: the sampler family of a qwen2/qwen3 file, which the file does not record (bd3lm, sdar).
+    #[arg(long, value_name = "FAMILY")]
+    pub family: Option<String>,
+
+    /// GGUF: which file of a hub repo of GGUF files to use, by type (Q4_K_M, Q8_0, ...).
+    #[arg(long, value_name = "TYPE")]
+    pub quant: Option<String>,
 }
 
 /// The sampler; unset flags take the model card's defaults from models.toml.

@@ -23,6 +23,7 @@ mod device;
 mod diffusion;
 mod engine;
 mod eval;
+mod gguf;
 mod hub;
 #[cfg(test)]
 mod llada2_parity;

@@ -88,6 +88,16 @@ impl Tokenizer {
                 split_regex,
             )?,
         };
+        Self::from_built(inner, files, arch)
+    }
+
+    /// A tokenizer built elsewhere (from a GGUF's metadata), with the special tokens resolved
+    /// from `files` as for a folder.
+    pub fn from_built(
+        inner: tokenizers::Tokenizer,
+        files: &TokenFiles,
+        arch: &ArchSpec,
+    ) -> Result<Self> {
         let special = resolve_special(&inner, files, arch)?;
         Ok(Self {
             inner: Arc::new(inner),

@@ -109,7 +109,7 @@ fn load(args: &BenchArgs) -> Result<Loaded> {
         });
     }
     let source = Source::parse(args.model.model.as_deref(), registry)?;
-    let checkpoint = Checkpoint::locate(&source)?;
+    let checkpoint = Checkpoint::locate_with(&source, &super::source_options(&args.model)?)?;
     let params = checkpoint.parameters();
     let opts = LoadOptions {
         device: args.model.device.clone(),
