@@ -163,12 +163,23 @@ impl Checkpoint {
         let registry = Registry::builtin()?;
         let model = GgufModel::open(path, family)?;
         let arch = model.arch;
-        let config = Config::parse(arch.body(), &model.config)
-            .with_context(|| format!("{}: unusable {} hyper-parameters", path.display(), model.gguf_arch))?;
+        let config = Config::parse(arch.body(), &model.config).with_context(|| {
+            format!(
+                "{}: unusable {} hyper-parameters",
+                path.display(),
+                model.gguf_arch
+            )
+        })?;
         Ok(Checkpoint {
             label: match source {
                 Source::Dir(_) => path.display().to_string(),
-                _ => format!("{} ({})", source.label(), path.file_name().map(|n| n.to_string_lossy()).unwrap_or_default()),
+                _ => format!(
+                    "{} ({})",
+                    source.label(),
+                    path.file_name()
+                        .map(|n| n.to_string_lossy())
+                        .unwrap_or_default()
+                ),
             },
             context: None,
             defaults: registry.arch(arch)?.defaults.clone(),
@@ -227,7 +238,11 @@ impl Session {
             Format::Gguf(gguf) => {
                 let (tokenizer, template) = gguf_tokens(&gguf, arch_spec)?;
                 check_special(&tokenizer, &config)?;
-                (tokenizer, template, gguf_model(&gguf, &config, opts, &device)?)
+                (
+                    tokenizer,
+                    template,
+                    gguf_model(&gguf, &config, opts, &device)?,
+                )
             }
         };
         Ok(Session {
@@ -331,7 +346,10 @@ fn hf_tokens(
 }
 
 /// The tokenizer and chat template a GGUF's metadata describes.
-fn gguf_tokens(gguf: &GgufModel, arch_spec: &ArchSpec) -> Result<(Tokenizer, Option<ChatTemplate>)> {
+fn gguf_tokens(
+    gguf: &GgufModel,
+    arch_spec: &ArchSpec,
+) -> Result<(Tokenizer, Option<ChatTemplate>)> {
     let token_files = TokenFiles {
         config: &gguf.config,
         generation_config: None,
@@ -344,7 +362,12 @@ fn gguf_tokens(gguf: &GgufModel, arch_spec: &ArchSpec) -> Result<(Tokenizer, Opt
 }
 
 /// A GGUF's network: block-quantized matmul weights as stored, everything else in f32.
-fn gguf_model(gguf: &GgufModel, config: &Config, opts: &LoadOptions, device: &Device) -> Result<Model> {
+fn gguf_model(
+    gguf: &GgufModel,
+    config: &Config,
+    opts: &LoadOptions,
+    device: &Device,
+) -> Result<Model> {
     let path = gguf.path().display();
     if let Some(dtype) = opts.dtype.as_deref().filter(|d| *d != "f32") {
         bail!("--dtype {dtype}: {path} runs in its stored weight types with f32 activations; drop --dtype");
@@ -352,7 +375,11 @@ fn gguf_model(gguf: &GgufModel, config: &Config, opts: &LoadOptions, device: &De
     ensure_fits(gguf.weight_bytes() as usize, DType::U8, device)?;
     let weights = gguf.weights(config.body())?;
     let precision = Precision::quantized(weights.clone(), gguf.weight_label());
-    let vb = candle_nn::VarBuilder::from_backend(Box::new(GgufBackend(weights)), DType::F32, device.clone());
+    let vb = candle_nn::VarBuilder::from_backend(
+        Box::new(GgufBackend(weights)),
+        DType::F32,
+        device.clone(),
+    );
     Model::new(config, vb, precision)
         .map_err(|e| anyhow!("{e}"))
         .with_context(|| format!("loading {path}"))

@@ -103,10 +103,11 @@ impl GgufFile {
         for (name, info) in &content.tensor_infos {
             let elems = info.shape.elem_count();
             let block = info.ggml_dtype.block_size();
-            if !elems.is_multiple_of(block) {
+            // ggml quantizes along rows (the first `ne`, candle's last dim).
+            let row = info.shape.dims().last().copied().unwrap_or(1);
+            if !row.is_multiple_of(block) {
                 bail!(
-                    "{shown}: tensor {name} has {elems} values, not a whole number of {}-value {} blocks",
-                    block,
+                    "{shown}: tensor {name} has rows of {row} values, not a whole number of {block}-value {} blocks",
                     type_name(info.ggml_dtype)
                 );
             }
@@ -219,10 +220,13 @@ fn read_error(path: &Path, size: u64, e: &candle_core::Error) -> anyhow::Error {
     if text.contains("unknown magic") {
         return anyhow!("{shown}: not a GGUF file (wrong magic; {text})");
     }
-    if let Some(id) = text
-        .strip_prefix("unknown dtype for tensor ")
-        .and_then(|n| n.trim().parse::<u32>().ok())
-    {
+    let type_id = text
+        .split_once("unknown dtype for tensor ")
+        .and_then(|(_, n)| {
+            let digits: String = n.chars().take_while(char::is_ascii_digit).collect();
+            digits.parse::<u32>().ok()
+        });
+    if let Some(id) = type_id {
         let name = UNSUPPORTED_TYPES
             .iter()
             .find(|(i, _)| *i == id)
@@ -232,7 +236,9 @@ fn read_error(path: &Path, size: u64, e: &candle_core::Error) -> anyhow::Error {
     let cut = matches!(e, candle_core::Error::Io(io) if io.kind() == std::io::ErrorKind::UnexpectedEof)
         || text.contains("remaining");
     if cut {
-        return anyhow!("{shown}: truncated or corrupt GGUF header ({size} bytes; {text}); download it again");
+        return anyhow!(
+            "{shown}: truncated or corrupt GGUF header ({size} bytes; {text}); download it again"
+        );
     }
     anyhow!("{shown}: unreadable GGUF: {text}")
 }

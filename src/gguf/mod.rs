@@ -76,7 +76,11 @@ impl GgufModel {
         let arch = arch_of(path, &gguf_arch, family)?;
         let body = arch.body();
         if config::body_of(&gguf_arch) != Some(body) {
-            bail!("{}: a {gguf_arch} file cannot run as {}", path.display(), arch.name());
+            bail!(
+                "{}: a {gguf_arch} file cannot run as {}",
+                path.display(),
+                arch.name()
+            );
         }
         let mut config = config::config_json(&file, &gguf_arch, body)?;
         let (ids, tokenizer_config) = tokenizer::token_configs(&file)?;
@@ -103,7 +107,12 @@ impl GgufModel {
     /// The tensors under the names of `body`'s checkpoints.
     pub fn weights(&self, body: Body) -> Result<Arc<GgufWeights>> {
         let (heads, kv) = config::head_counts(&self.file, &self.gguf_arch)?;
-        Ok(Arc::new(GgufWeights::new(self.file.clone(), body, heads, kv)))
+        Ok(Arc::new(GgufWeights::new(
+            self.file.clone(),
+            body,
+            heads,
+            kv,
+        )))
     }
 
     /// The file's most common matmul weight type (`q8_0`; a Q4_K_M file says `q4_k`), for
@@ -234,7 +243,10 @@ mod tests {
         assert_eq!(pick("Q8_0").ok().as_deref(), Some("Model-Q8_0.gguf"));
         assert_eq!(pick("Q5_K_M").ok().as_deref(), Some("model.q5_k_m.gguf"));
         let err = pick("Q4_K").expect_err("Q4_K is not Q4_K_M").to_string();
-        assert!(err.contains("no file of that type") && err.contains("Model-Q4_K_S.gguf"), "{err}");
+        assert!(
+            err.contains("no file of that type") && err.contains("Model-Q4_K_S.gguf"),
+            "{err}"
+        );
         let err = pick("Q6_K").expect_err("split").to_string();
         assert!(err.contains("split GGUF"), "{err}");
         let err = choose_file("org/m", &["a.safetensors".to_string()], "Q8_0")
@@ -242,7 +254,9 @@ mod tests {
             .to_string();
         assert!(err.contains("no .gguf files"), "{err}");
         let two = ["a-Q8_0.gguf", "b-Q8_0.gguf"].map(String::from).to_vec();
-        let err = choose_file("org/m", &two, "q8_0").expect_err("two").to_string();
+        let err = choose_file("org/m", &two, "q8_0")
+            .expect_err("two")
+            .to_string();
         assert!(err.contains("several files"), "{err}");
     }
 
@@ -251,9 +265,13 @@ mod tests {
         let p = Path::new("m.gguf");
         assert_eq!(arch_of(p, "llada", None).ok(), Some(Arch::Llada));
         assert_eq!(arch_of(p, "qwen3", Some(Arch::Sdar)).ok(), Some(Arch::Sdar));
-        let err = arch_of(p, "qwen3", None).expect_err("needs family").to_string();
+        let err = arch_of(p, "qwen3", None)
+            .expect_err("needs family")
+            .to_string();
         assert!(err.contains("--family bd3lm"), "{err}");
-        let err = arch_of(p, "dream", Some(Arch::Bd3lm)).expect_err("foreign").to_string();
+        let err = arch_of(p, "dream", Some(Arch::Bd3lm))
+            .expect_err("foreign")
+            .to_string();
         assert!(err.contains("--family bd3lm"), "{err}");
         let err = arch_of(p, "llama", None).expect_err("unknown").to_string();
         assert!(err.contains("general.architecture 'llama'"), "{err}");

@@ -34,6 +34,9 @@ const QWEN_LAYER: [(&str, &str); 11] = [
     ("mlp.down_proj", "ffn_down"),
 ];
 
+/// HF name -> GGUF name pairs.
+type NameMap = [(&'static str, &'static str)];
+
 /// Which heads a tensor's rows were permuted over (LLaDA's q and k, see `GgufWeights`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Permuted {
@@ -47,8 +50,7 @@ pub enum Permuted {
 /// The GGUF name of HF tensor `hf` of a `body` checkpoint, and whether its rows are permuted.
 pub fn gguf_name(body: Body, hf: &str) -> Option<(String, Permuted)> {
     let (stem, suffix) = hf.rsplit_once('.')?;
-    let (globals, layer_prefix, layer_map): (&[(&str, &str)], &str, &[(&str, &str)]) = match body
-    {
+    let (globals, layer_prefix, layer_map): (&NameMap, &str, &NameMap) = match body {
         Body::Llada => (
             &[
                 ("model.transformer.wte", "token_embd"),
@@ -92,20 +94,64 @@ mod tests {
     fn maps_the_names_the_converter_writes() {
         // Pairs from ../shared/parity/gguf/name_map.json (made by the converter itself).
         let cases = [
-            (Body::Llada, "model.transformer.wte.weight", "token_embd.weight"),
-            (Body::Llada, "model.transformer.ff_out.weight", "output.weight"),
-            (Body::Llada, "model.transformer.ln_f.weight", "output_norm.weight"),
-            (Body::Llada, "model.transformer.blocks.1.ff_out.weight", "blk.1.ffn_down.weight"),
-            (Body::Llada, "model.transformer.blocks.0.ff_proj.weight", "blk.0.ffn_gate.weight"),
-            (Body::Llada, "model.transformer.blocks.0.attn_out.weight", "blk.0.attn_output.weight"),
+            (
+                Body::Llada,
+                "model.transformer.wte.weight",
+                "token_embd.weight",
+            ),
+            (
+                Body::Llada,
+                "model.transformer.ff_out.weight",
+                "output.weight",
+            ),
+            (
+                Body::Llada,
+                "model.transformer.ln_f.weight",
+                "output_norm.weight",
+            ),
+            (
+                Body::Llada,
+                "model.transformer.blocks.1.ff_out.weight",
+                "blk.1.ffn_down.weight",
+            ),
+            (
+                Body::Llada,
+                "model.transformer.blocks.0.ff_proj.weight",
+                "blk.0.ffn_gate.weight",
+            ),
+            (
+                Body::Llada,
+                "model.transformer.blocks.0.attn_out.weight",
+                "blk.0.attn_output.weight",
+            ),
             (Body::Qwen, "lm_head.weight", "output.weight"),
-            (Body::Qwen, "model.layers.0.self_attn.k_proj.bias", "blk.0.attn_k.bias"),
-            (Body::Qwen, "model.layers.3.self_attn.q_norm.weight", "blk.3.attn_q_norm.weight"),
-            (Body::Qwen, "model.layers.0.post_attention_layernorm.weight", "blk.0.ffn_norm.weight"),
-            (Body::Qwen, "model.layers.0.mlp.down_proj.weight", "blk.0.ffn_down.weight"),
+            (
+                Body::Qwen,
+                "model.layers.0.self_attn.k_proj.bias",
+                "blk.0.attn_k.bias",
+            ),
+            (
+                Body::Qwen,
+                "model.layers.3.self_attn.q_norm.weight",
+                "blk.3.attn_q_norm.weight",
+            ),
+            (
+                Body::Qwen,
+                "model.layers.0.post_attention_layernorm.weight",
+                "blk.0.ffn_norm.weight",
+            ),
+            (
+                Body::Qwen,
+                "model.layers.0.mlp.down_proj.weight",
+                "blk.0.ffn_down.weight",
+            ),
         ];
         for (body, hf, want) in cases {
-            assert_eq!(gguf_name(body, hf).map(|(g, _)| g).as_deref(), Some(want), "{hf}");
+            assert_eq!(
+                gguf_name(body, hf).map(|(g, _)| g).as_deref(),
+                Some(want),
+                "{hf}"
+            );
         }
         assert_eq!(
             gguf_name(Body::Llada, "model.transformer.blocks.0.k_proj.weight"),
@@ -115,7 +161,13 @@ mod tests {
             gguf_name(Body::Qwen, "model.layers.0.self_attn.q_proj.weight").map(|(_, p)| p),
             Some(Permuted::No)
         );
-        assert_eq!(gguf_name(Body::Qwen, "model.layers.x.mlp.up_proj.weight"), None);
-        assert_eq!(gguf_name(Body::Llada, "model.transformer.blocks.0.nope.weight"), None);
+        assert_eq!(
+            gguf_name(Body::Qwen, "model.layers.x.mlp.up_proj.weight"),
+            None
+        );
+        assert_eq!(
+            gguf_name(Body::Llada, "model.transformer.blocks.0.nope.weight"),
+            None
+        );
     }
 }

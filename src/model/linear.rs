@@ -166,7 +166,10 @@ impl Linear {
 
 /// Stacked quantized parts: consecutive parts of one type become one tensor (rows are whole
 /// blocks, so stacking is byte concatenation), each run one `QMatMul` on `device`.
-fn quantized_parts(tensors: Vec<QTensor>, device: &candle_core::Device) -> Result<Vec<(QMatMul, usize)>> {
+fn quantized_parts(
+    tensors: Vec<QTensor>,
+    device: &candle_core::Device,
+) -> Result<Vec<(QMatMul, usize)>> {
     let mut runs: Vec<(candle_core::quantized::GgmlDType, Vec<u8>, usize, usize)> = Vec::new();
     for t in tensors {
         let (out, inp) = t.shape().dims2()?;
