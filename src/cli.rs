@@ -53,6 +53,22 @@ pub enum Command {
     Bench(Box<BenchArgs>),
     /// HumanEval / MBPP pass@k with the sampler flags, each program run in a sandbox.
     Eval(Box<EvalArgs>),
+    /// Write a safetensors model as a GGUF with quantized weights.
+    Quantize(QuantizeArgs),
+}
+
+#[derive(Debug, Clone, Args)]
+pub struct QuantizeArgs {
+    /// Registry name, local Hugging Face folder, or hub repo org/name[@revision].
+    pub model: String,
+
+    /// The matmul weights' type: q8_0, q6_k, q5_k, q4_k, q4_0, ...
+    #[arg(long, value_name = "TYPE")]
+    pub quant: String,
+
+    /// The GGUF file to write (written to FILE.part and renamed when complete).
+    #[arg(short = 'o', long = "output", value_name = "FILE.gguf")]
+    pub output: PathBuf,
 }
 
 /// How the live view looks.

@@ -308,6 +308,28 @@ pub fn locate_gguf(repo: &str, revision: &str, quant: &str) -> Result<PathBuf> {
     fetch(&api, &remote, &name)
 }
 
+/// Whether `repo` is a Hugging Face model folder (config.json), not a repo of GGUF files: from
+/// the cache when it holds the repo, else from the hub's file list (offline: assume so).
+pub fn repo_has_config(repo: &str, revision: &str) -> bool {
+    let cached = cached_file_names(repo, revision);
+    if !cached.is_empty() {
+        return cached.iter().any(|f| f == CONFIG);
+    }
+    if offline() {
+        return true;
+    }
+    let listed = client().ok().and_then(|api| {
+        api.repo(Repo::with_revision(
+            repo.to_string(),
+            RepoType::Model,
+            revision.to_string(),
+        ))
+        .info()
+        .ok()
+    });
+    listed.is_none_or(|info| info.siblings.iter().any(|s| s.rfilename == CONFIG))
+}
+
 /// Names of the files in the cached snapshot of `repo@revision` (none when not cached).
 fn cached_file_names(repo: &str, revision: &str) -> Vec<String> {
     let folder = Cache::from_env()

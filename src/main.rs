@@ -91,6 +91,7 @@ fn run(cli: Cli) -> Result<u8> {
         Some(Command::Pull { name }) => cmd::pull::run(&name).map(|()| 0),
         Some(Command::Bench(args)) => cmd::bench::run(&args).map(|()| 0),
         Some(Command::Eval(args)) => cmd::eval::run(&args),
+        Some(Command::Quantize(args)) => cmd::quantize::run(&args).map(|()| 0),
     }
 }
 

@@ -106,7 +106,6 @@ enum Format {
 
 impl Checkpoint {
     /// Finds (downloading if needed) and reads the checkpoint `source` names.
-    #[cfg(test)]
     pub fn locate(source: &Source) -> Result<Checkpoint> {
         Self::locate_with(source, &SourceOptions::default())
     }
@@ -116,11 +115,14 @@ impl Checkpoint {
         let gguf_file = match (source, &opts.quant) {
             (Source::Dir(path), None) => gguf::find_file(path)?,
             (Source::Dir(path), Some(q)) => match gguf::find_file(path)? {
-                Some(file) => bail!("--quant {q}: {} is a GGUF file already; --quant picks a file in a hub repo of GGUF files", file.display()),
-                None => bail!("--quant {q}: quantizing a safetensors model on load is not supported yet; use a GGUF file"),
+                Some(file) => bail!("--quant {q}: {} is a GGUF file already; --quant picks a file in a hub repo of GGUF files, or quantizes a safetensors model", file.display()),
+                None => return Self::quantized(source, q),
             },
-            (Source::Repo { repo, revision }, Some(q)) => Some(hub::locate_gguf(repo, revision, q)?),
-            (Source::Registry(spec), Some(q)) => bail!("--quant {q}: {} is a safetensors model and quantizing on load is not supported yet; use a GGUF file or repo", spec.name),
+            (Source::Repo { repo, revision }, Some(q)) => match hub::repo_has_config(repo, revision) {
+                false => Some(hub::locate_gguf(repo, revision, q)?),
+                true => return Self::quantized(source, q),
+            },
+            (Source::Registry(_), Some(q)) => return Self::quantized(source, q),
             _ => None,
         };
         if let Some(path) = gguf_file {
@@ -159,6 +161,50 @@ impl Checkpoint {
         })
     }
 
+    /// `--quant TYPE` on a safetensors model: its GGUF in dcoder's cache, written once
+    /// (atomically) and read like any GGUF; the registry's facts (label, defaults, context) kept.
+    fn quantized(source: &Source, quant: &str) -> Result<Checkpoint> {
+        let ty = gguf::file::parse_type(quant)?;
+        let hf = Self::locate(source)?;
+        let Format::Hf(files) = &hf.format else {
+            bail!("--quant {quant}: {} is already a GGUF", hf.label);
+        };
+        let path = gguf::cache::path_for(source, files, ty)?;
+        if !path.is_file() {
+            eprintln!(
+                "quantizing {} to {quant} once: {}",
+                hf.label,
+                path.display()
+            );
+            hf.write_gguf(ty, &path)?;
+        }
+        let mut checkpoint = Self::from_gguf(source, &path, Some(hf.arch))?;
+        checkpoint.label = format!("{} ({})", hf.label, gguf::file::lower_name(ty));
+        checkpoint.context = hf.context;
+        checkpoint.defaults = hf.defaults;
+        Ok(checkpoint)
+    }
+
+    /// Writes this safetensors checkpoint as a GGUF with matmul weights in `ty`.
+    pub fn write_gguf(&self, ty: candle_core::quantized::GgmlDType, out: &Path) -> Result<()> {
+        let Format::Hf(files) = &self.format else {
+            bail!("{} is a GGUF file already", self.label);
+        };
+        let arch_spec = Registry::builtin()?.arch(self.arch)?;
+        let (tokenizer, template) = hf_tokens(files, &self.config_json, arch_spec)?;
+        let json = tokenizer.to_json()?;
+        let export = gguf::writer::Export {
+            arch: self.arch,
+            config: &self.config,
+            weights: &files.weights,
+            pre: gguf::tokenizer::pre_name(&json)?,
+            tokenizer: json,
+            special: &tokenizer.special,
+            chat_template: template.as_ref().map(ChatTemplate::source),
+        };
+        gguf::writer::write(&export, ty, out).with_context(|| format!("quantizing {}", self.label))
+    }
+
     fn from_gguf(source: &Source, path: &Path, family: Option<Arch>) -> Result<Checkpoint> {
         let registry = Registry::builtin()?;
         let model = GgufModel::open(path, family)?;
@@ -189,6 +235,14 @@ impl Checkpoint {
             config,
             registry: false,
         })
+    }
+
+    /// Bytes of a GGUF's tensors as stored (`None` for safetensors, held in the load dtype).
+    pub fn weight_bytes(&self) -> Option<u64> {
+        match &self.format {
+            Format::Gguf(g) => Some(g.weight_bytes()),
+            Format::Hf(_) => None,
+        }
     }
 
     /// Number of weights the config describes.
@@ -372,7 +426,15 @@ fn gguf_model(
     if let Some(dtype) = opts.dtype.as_deref().filter(|d| *d != "f32") {
         bail!("--dtype {dtype}: {path} runs in its stored weight types with f32 activations; drop --dtype");
     }
-    ensure_fits(gguf.weight_bytes() as usize, DType::U8, device)?;
+    // The stored tensors, plus f32 copies of the embedding the lookups read.
+    let need = gguf.weight_bytes() + config.vocab_size() as u64 * config.hidden_size() as u64 * 4;
+    if let Some(avail) = available_memory().filter(|&a| device.is_cpu() && need > a / 20 * 19) {
+        bail!(
+            "{path}: the model needs {} but only {} of memory is free; use a smaller quant type (e.g. --quant q4_k)",
+            indicatif::HumanBytes(need),
+            indicatif::HumanBytes(avail)
+        );
+    }
     let weights = gguf.weights(config.body())?;
     let precision = Precision::quantized(weights.clone(), gguf.weight_label());
     let vb = candle_nn::VarBuilder::from_backend(

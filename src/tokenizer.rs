@@ -105,6 +105,15 @@ impl Tokenizer {
         })
     }
 
+    /// The tokenizer as tokenizer.json would hold it.
+    pub fn to_json(&self) -> Result<Value> {
+        let text = self
+            .inner
+            .to_string(false)
+            .map_err(|e| anyhow!("serialising the tokenizer: {e}"))?;
+        Ok(serde_json::from_str(&text)?)
+    }
+
     /// Ids of `text`, special-token texts matched as tokens, nothing added (no BOS).
     pub fn encode(&self, text: &str) -> Result<Vec<u32>> {
         let enc = self

@@ -6,6 +6,7 @@ pub mod eval;
 pub mod models;
 pub mod oneshot;
 pub mod pull;
+pub mod quantize;
 pub mod replay;
 
 use anyhow::{anyhow, Result};

@@ -77,6 +77,17 @@ pub fn lower_name(dtype: GgmlDType) -> &'static str {
     }
 }
 
+/// A `--quant` type: a block type's GGUF name in any case (`q8_0`, `Q4_K`).
+pub fn parse_type(name: &str) -> Result<GgmlDType> {
+    use GgmlDType::*;
+    [Q4_0, Q4_1, Q5_0, Q5_1, Q8_0, Q2K, Q3K, Q4K, Q5K, Q6K]
+        .into_iter()
+        .find(|t| lower_name(*t).eq_ignore_ascii_case(name))
+        .ok_or_else(|| {
+            anyhow!("--quant {name}: expected a ggml block type: q8_0, q6_k, q5_k, q4_k, q4_0, q5_0, q5_1, q4_1, q3_k or q2_k")
+        })
+}
+
 /// Whether a tensor of this type is stored in quantized blocks (not f32/f16/bf16).
 pub fn is_block_type(dtype: GgmlDType) -> bool {
     !matches!(dtype, GgmlDType::F32 | GgmlDType::F16 | GgmlDType::BF16)

@@ -12,11 +12,15 @@
 //! Which dcoder architecture a file is: `llada` and `dream` say so; a `qwen2`/`qwen3` file does
 //! not say it is a block-diffusion model, so the family comes from `--family` (bd3lm or sdar).
 
+#[cfg(test)]
+mod agreement;
+pub mod cache;
 pub mod config;
 pub mod file;
 pub mod names;
 pub mod tokenizer;
 pub mod weights;
+pub mod writer;
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};

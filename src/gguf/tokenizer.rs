@@ -17,20 +17,52 @@ use super::file::GgufFile;
 const CONTROL: u64 = 3;
 const USER_DEFINED: u64 = 4;
 
+/// Qwen2's tokenizer.json split regex (also Dream's and Qwen3's).
+const QWEN2: &str = r"(?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\r\n\p{L}\p{N}]?\p{L}+|\p{N}| ?[^\s\p{L}\p{N}]+[\r\n]*|\s*[\r\n]+|\s+(?!\S)|\s+";
+/// LLaDA's tokenizer.json split regex (llama.cpp names its hash "bailingmoe").
+const LLADA: &str = r"'(?i:[sdmt]|ll|ve|re)|[^\r\n\p{L}\p{N}]?+\p{L}+|\p{N}| ?[^\s\p{L}\p{N}]++[\r\n]*|\s*[\r\n]|\s+(?!\S)|\s+";
+/// Llama 3's tokenizer.json split regex.
+const LLAMA3: &str = r"(?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\r\n\p{L}\p{N}]?\p{L}+|\p{N}{1,3}| ?[^\s\p{L}\p{N}]+[\r\n]*|\s*[\r\n]+|\s+(?!\S)|\s+";
+
+/// `tokenizer.ggml.pre` names, their split regex (none: GPT-2's built-in one) and NFC.
+const PRE: [(&str, Option<&str>, bool); 4] = [
+    ("qwen2", Some(QWEN2), true),
+    ("bailingmoe", Some(LLADA), true),
+    ("llama-bpe", Some(LLAMA3), false),
+    ("gpt2", None, false),
+];
+
 /// The HF split regex and normaliser of a `tokenizer.ggml.pre` name.
 fn pre_tokenizer(pre: &str) -> Option<(Option<&'static str>, bool)> {
-    // Qwen2's tokenizer.json (also Dream's and Qwen3's).
-    const QWEN2: &str = r"(?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\r\n\p{L}\p{N}]?\p{L}+|\p{N}| ?[^\s\p{L}\p{N}]+[\r\n]*|\s*[\r\n]+|\s+(?!\S)|\s+";
-    // LLaDA's tokenizer.json (llama.cpp names its hash "bailingmoe").
-    const LLADA: &str = r"'(?i:[sdmt]|ll|ve|re)|[^\r\n\p{L}\p{N}]?+\p{L}+|\p{N}| ?[^\s\p{L}\p{N}]++[\r\n]*|\s*[\r\n]|\s+(?!\S)|\s+";
-    // Llama 3's tokenizer.json.
-    const LLAMA3: &str = r"(?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\r\n\p{L}\p{N}]?\p{L}+|\p{N}{1,3}| ?[^\s\p{L}\p{N}]+[\r\n]*|\s*[\r\n]+|\s+(?!\S)|\s+";
-    match pre {
-        "qwen2" | "deepseek-r1-qwen" => Some((Some(QWEN2), true)),
-        "bailingmoe" | "llada-moe" => Some((Some(LLADA), true)),
-        "llama-bpe" | "llama3" | "smaug-bpe" => Some((Some(LLAMA3), false)),
-        "gpt2" | "default" => Some((None, false)),
-        _ => None,
+    let name = match pre {
+        "deepseek-r1-qwen" => "qwen2",
+        "llada-moe" => "bailingmoe",
+        "llama3" | "smaug-bpe" => "llama-bpe",
+        "default" => "gpt2",
+        other => other,
+    };
+    PRE.iter()
+        .find(|(n, ..)| *n == name)
+        .map(|(_, regex, nfc)| (*regex, *nfc))
+}
+
+/// The `tokenizer.ggml.pre` name of a fast tokenizer's JSON, from its split regex.
+pub fn pre_name(tokenizer: &Value) -> Result<&'static str> {
+    let pre = &tokenizer["pre_tokenizer"];
+    let regex = pre["pretokenizers"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .chain(std::iter::once(pre))
+        .find_map(|p| p["pattern"]["Regex"].as_str());
+    match regex {
+        Some(r) => PRE
+            .iter()
+            .find(|(_, known, _)| *known == Some(r))
+            .map(|(name, ..)| *name)
+            .ok_or_else(|| anyhow!("the tokenizer's pre-tokenizer regex is not one GGUF names (dcoder knows qwen2, bailingmoe, llama-bpe): {r}")),
+        None if pre["type"] == "ByteLevel" => Ok("gpt2"),
+        None => bail!("the tokenizer has no byte-level pre-tokenizer GGUF can describe"),
     }
 }
 

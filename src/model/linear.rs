@@ -39,6 +39,37 @@ pub enum WeightFormat {
     Quantized(Arc<dyn QuantizedWeights>),
 }
 
+impl WeightFormat {
+    /// The CPU kernel the matmuls take: candle's quantized dot products dispatch to AVX2+FMA at
+    /// run time on x86 (scalar otherwise) and use NEON on aarch64; dense products run on the
+    /// `gemm` crate; packed bf16 on dcoder's AVX512-BF16 kernel.
+    pub fn kernel(&self) -> &'static str {
+        match self {
+            WeightFormat::Dense => "gemm",
+            WeightFormat::PackedBf16 => "avx512bf16",
+            WeightFormat::Quantized(_) => quantized_kernel(),
+        }
+    }
+}
+
+#[cfg(target_arch = "x86_64")]
+fn quantized_kernel() -> &'static str {
+    match is_x86_feature_detected!("avx2") && is_x86_feature_detected!("fma") {
+        true => "avx2",
+        false => "scalar",
+    }
+}
+
+#[cfg(target_arch = "aarch64")]
+fn quantized_kernel() -> &'static str {
+    "neon"
+}
+
+#[cfg(not(any(target_arch = "x86_64", target_arch = "aarch64")))]
+fn quantized_kernel() -> &'static str {
+    "scalar"
+}
+
 #[derive(Debug, Clone)]
 enum Weight {
     /// `Wᵀ`: `[in, out]`, contiguous on the CPU.
@@ -305,6 +336,48 @@ mod tests {
             let lin = Linear::from_weight(&w, Some(b), &WeightFormat::PackedBf16)?;
             assert_eq!(lin.forward(&x)?.squeeze(0)?.to_vec2::<f32>()?, want);
         }
+        Ok(())
+    }
+
+    /// Quantized products of every block type match the product with the dequantized weights
+    /// up to the Q8 rounding of the activations; stacked parts of mixed types (as Q4_K_M files
+    /// hold) come out side by side.
+    #[test]
+    fn quantized_products_match_their_dequantized_weights() -> anyhow::Result<()> {
+        use candle_core::quantized::GgmlDType::*;
+        let dev = Device::Cpu;
+        let x = Tensor::randn(0f32, 1.0, (5, 512), &dev)?;
+        let mut parts = Vec::new();
+        let mut dense = Vec::new();
+        for (i, ty) in [Q4_0, Q4_1, Q5_0, Q5_1, Q8_0, Q2K, Q3K, Q4K, Q5K, Q6K]
+            .into_iter()
+            .enumerate()
+        {
+            let w = Tensor::randn(0f32, 1.0, (8 + i, 512), &dev)?;
+            let q = QTensor::quantize(&w, ty)?;
+            let deq = q.dequantize(&dev)?;
+            let lin = Linear {
+                weight: Weight::Quantized(quantized_parts(vec![q], &dev)?),
+                bias: None,
+            };
+            let got = lin.forward(&x)?;
+            let want = x.matmul(&deq.t()?)?;
+            let err = (&got - &want)?.sqr()?.sum_all()?.to_scalar::<f32>()?.sqrt()
+                / want.sqr()?.sum_all()?.to_scalar::<f32>()?.sqrt();
+            assert!(err < 0.02, "{ty:?}: relative error {err}");
+            parts.push(QTensor::quantize(&w, ty)?);
+            dense.push(want);
+        }
+        let stacked = Linear {
+            weight: Weight::Quantized(quantized_parts(parts, &dev)?),
+            bias: None,
+        };
+        let got = stacked.forward(&x)?;
+        let want = Tensor::cat(&dense, 1)?;
+        assert_eq!(got.dims(), want.dims());
+        let err = (&got - &want)?.abs()?.max_all()?.to_scalar::<f32>()?;
+        let scale = want.abs()?.max_all()?.to_scalar::<f32>()?;
+        assert!(err < 0.05 * scale, "stacked: {err} of {scale}");
         Ok(())
     }
 }

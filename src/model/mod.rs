@@ -87,6 +87,15 @@ impl Config {
         }
     }
 
+    /// Width of the hidden states (and of the embedding rows).
+    pub fn hidden_size(&self) -> usize {
+        match self {
+            Config::Llada(c) => c.d_model,
+            Config::Qwen(c) => c.hidden_size,
+            Config::Llada2Moe(c) => c.hidden_size,
+        }
+    }
+
     /// Rows of the LM head: logits per position.
     pub fn vocab_size(&self) -> usize {
         match self {
