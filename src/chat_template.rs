@@ -75,6 +75,11 @@ impl ChatTemplate {
         }))
     }
 
+    /// The template's Jinja source.
+    pub fn source(&self) -> &str {
+        &self.source
+    }
+
     /// Renders `messages`; `kwargs` (a JSON object) adds variables such as `enable_thinking`.
     pub fn render(
         &self,

@@ -66,6 +66,22 @@ pub enum Command {
         #[arg(value_enum)]
         shell: clap_complete::Shell,
     },
+    /// Write a safetensors model as a GGUF with quantized weights.
+    Quantize(QuantizeArgs),
+}
+
+#[derive(Debug, Clone, Args)]
+pub struct QuantizeArgs {
+    /// Registry name, local Hugging Face folder, or hub repo org/name[@revision].
+    pub model: String,
+
+    /// The matmul weights' type: q8_0, q6_k, q5_k, q4_k, q4_0, ...
+    #[arg(long, value_name = "TYPE")]
+    pub quant: String,
+
+    /// The GGUF file to write (written to FILE.part and renamed when complete).
+    #[arg(short = 'o', long = "output", value_name = "FILE.gguf")]
+    pub output: PathBuf,
 }
 
 /// How the live view looks.
@@ -98,6 +114,14 @@ pub struct ModelArgs {
     /// CPU threads for matrix products (default: all cores).
     #[arg(long, value_name = "N")]
     pub threads: Option<usize>,
+
+    /// GGUF: the sampler family of a qwen2/qwen3 file, which the file does not record (bd3lm, sdar).
+    #[arg(long, value_name = "FAMILY")]
+    pub family: Option<String>,
+
+    /// GGUF: which file of a hub repo of GGUF files to use, by type (Q4_K_M, Q8_0, ...).
+    #[arg(long, value_name = "TYPE")]
+    pub quant: Option<String>,
 }
 
 /// The sampler; unset flags take the model card's defaults from models.toml.

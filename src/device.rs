@@ -66,7 +66,7 @@ pub fn ensure_fits(elements: usize, dtype: DType, device: &Device) -> Result<()>
     let need = elements as u64 * dtype.size_in_bytes() as u64;
     match available_memory().filter(|&a| device.is_cpu() && need > a / 20 * 19) {
         Some(avail) => bail!(
-            "the weights need {} in {} but only {} of memory is free; this model does not fit on this machine (quantized weights are not supported yet: use a smaller model or a GPU)",
+            "the weights need {} in {} but only {} of memory is free; this model does not fit on this machine (use a smaller model, a quantized GGUF file, or a GPU)",
             indicatif::HumanBytes(need),
             dtype.as_str(),
             indicatif::HumanBytes(avail)

@@ -40,6 +40,7 @@ pub enum Source {
         repo: String,
         revision: String,
     },
+    /// A local path: a Hugging Face model folder, a GGUF file, or a folder holding one.
     Dir(PathBuf),
 }
 
@@ -50,7 +51,7 @@ impl Source {
             return Ok(Source::Registry(registry.default_model()?));
         };
         let path = Path::new(arg);
-        if path.is_dir() {
+        if path.is_dir() || path.is_file() {
             return Ok(Source::Dir(path.to_path_buf()));
         }
         if let Some(spec) = registry.find(arg) {
@@ -278,6 +279,72 @@ fn from_cache(repo: &str, revision: &str) -> Result<ModelFiles> {
         .parent()
         .ok_or_else(|| anyhow!("{}: no parent folder", config.display()))?;
     ModelFiles::in_dir(dir)
+}
+
+/// The GGUF file of `repo` whose name carries quant type `quant` (`--quant Q4_K_M`), from the
+/// cache or downloaded (with the size check of every download).
+pub fn locate_gguf(repo: &str, revision: &str, quant: &str) -> Result<PathBuf> {
+    let cache = cache_repo(repo, revision);
+    let cached = cached_file_names(repo, revision);
+    if let Ok(name) = crate::gguf::choose_file(repo, &cached, quant) {
+        if let Some(path) = cache.get(&name) {
+            return Ok(path);
+        }
+    }
+    if offline() {
+        bail!("{repo}: no {quant} GGUF file in the cache ({}) and HF_HUB_OFFLINE is set; run once with network access", cache_dir().display());
+    }
+    let api = client()?;
+    let remote = api.repo(Repo::with_revision(
+        repo.to_string(),
+        RepoType::Model,
+        revision.to_string(),
+    ));
+    let info = remote
+        .info()
+        .map_err(|e| anyhow!("cannot list the files of {repo}@{revision}: {e}"))?;
+    let listed: Vec<String> = info.siblings.into_iter().map(|s| s.rfilename).collect();
+    let name = crate::gguf::choose_file(repo, &listed, quant)?;
+    fetch(&api, &remote, &name)
+}
+
+/// Whether `repo` is a Hugging Face model folder (config.json), not a repo of GGUF files: from
+/// the cache when it holds the repo, else from the hub's file list (offline: assume so).
+pub fn repo_has_config(repo: &str, revision: &str) -> bool {
+    let cached = cached_file_names(repo, revision);
+    if !cached.is_empty() {
+        return cached.iter().any(|f| f == CONFIG);
+    }
+    if offline() {
+        return true;
+    }
+    let listed = client().ok().and_then(|api| {
+        api.repo(Repo::with_revision(
+            repo.to_string(),
+            RepoType::Model,
+            revision.to_string(),
+        ))
+        .info()
+        .ok()
+    });
+    listed.is_none_or(|info| info.siblings.iter().any(|s| s.rfilename == CONFIG))
+}
+
+/// Names of the files in the cached snapshot of `repo@revision` (none when not cached).
+fn cached_file_names(repo: &str, revision: &str) -> Vec<String> {
+    let folder = Cache::from_env()
+        .path()
+        .join(format!("models--{}", repo.replace('/', "--")));
+    let commit = std::fs::read_to_string(folder.join("refs").join(revision))
+        .map(|c| c.trim().to_string())
+        .unwrap_or_else(|_| revision.to_string());
+    std::fs::read_dir(folder.join("snapshots").join(commit))
+        .map(|entries| {
+            entries
+                .filter_map(|e| e.ok()?.file_name().into_string().ok())
+                .collect()
+        })
+        .unwrap_or_default()
 }
 
 /// A hub client from the environment: `HF_HOME` (cache), `HF_ENDPOINT`, and `HF_TOKEN` or the

@@ -30,6 +30,7 @@ mod device;
 mod diffusion;
 mod engine;
 mod eval;
+mod gguf;
 mod hub;
 #[cfg(test)]
 mod llada2_parity;
@@ -103,6 +104,7 @@ fn run(mut cli: Cli) -> Result<u8> {
         Some(Command::Eval(args)) => cmd::eval::run(&args),
         Some(Command::Serve(args)) => cmd::serve::run(&args).map(|()| 0),
         Some(Command::Completions { shell }) => cmd::completions::run(shell).map(|()| 0),
+        Some(Command::Quantize(args)) => cmd::quantize::run(&args).map(|()| 0),
     }
 }
 

@@ -14,11 +14,20 @@ use crate::chat_template::ChatTemplate;
 use crate::conversation::Conversation;
 use crate::device::{available_memory, describe, ensure_fits, pick_device, pick_dtype};
 use crate::diffusion::{self, Generation, Plan, Step};
+use crate::gguf::{self, weights::GgufBackend, GgufModel};
 use crate::hub::{self, Source};
 use crate::model::{Config, Model, Precision, Weights};
 use crate::registry::{Arch, ArchSpec, Registry};
 use crate::settings::{self, Defaults};
 use crate::tokenizer::{self, TokenFiles, Tokenizer};
+
+/// How `--model` is read beyond its name: `--family` (a GGUF's sampler family) and `--quant`
+/// (which GGUF file of a hub repo).
+#[derive(Debug, Clone, Default)]
+pub struct SourceOptions {
+    pub family: Option<Arch>,
+    pub quant: Option<String>,
+}
 
 /// How to load: `--device`, `--dtype`.
 #[derive(Debug, Clone, Default)]
@@ -76,7 +85,7 @@ pub struct Checkpoint {
     pub label: String,
     /// The model card's context limit, when the registry gives one.
     context: Option<usize>,
-    pub files: hub::ModelFiles,
+    format: Format,
     pub arch: Arch,
     config_json: Value,
     config: Config,
@@ -87,9 +96,41 @@ pub struct Checkpoint {
     registry: bool,
 }
 
+/// Where a checkpoint's files are.
+enum Format {
+    /// A Hugging Face folder: config.json, tokenizer files, safetensors.
+    Hf(hub::ModelFiles),
+    /// One GGUF file holding all of it.
+    Gguf(GgufModel),
+}
+
 impl Checkpoint {
     /// Finds (downloading if needed) and reads the checkpoint `source` names.
     pub fn locate(source: &Source) -> Result<Checkpoint> {
+        Self::locate_with(source, &SourceOptions::default())
+    }
+
+    /// [`Checkpoint::locate`] with `--family` / `--quant`.
+    pub fn locate_with(source: &Source, opts: &SourceOptions) -> Result<Checkpoint> {
+        let gguf_file = match (source, &opts.quant) {
+            (Source::Dir(path), None) => gguf::find_file(path)?,
+            (Source::Dir(path), Some(q)) => match gguf::find_file(path)? {
+                Some(file) => bail!("--quant {q}: {} is a GGUF file already; --quant picks a file in a hub repo of GGUF files, or quantizes a safetensors model", file.display()),
+                None => return Self::quantized(source, q),
+            },
+            (Source::Repo { repo, revision }, Some(q)) => match hub::repo_has_config(repo, revision) {
+                false => Some(hub::locate_gguf(repo, revision, q)?),
+                true => return Self::quantized(source, q),
+            },
+            (Source::Registry(_), Some(q)) => return Self::quantized(source, q),
+            _ => None,
+        };
+        if let Some(path) = gguf_file {
+            return Self::from_gguf(source, &path, opts.family);
+        }
+        if let Some(family) = opts.family {
+            bail!("--family {}: applies to GGUF files only (a model folder's config.json names its architecture)", family.name());
+        }
         let registry = Registry::builtin()?;
         let files = hub::locate(source)?;
         let config_json = read_json(&files.config)?;
@@ -112,12 +153,96 @@ impl Checkpoint {
             label: source.label(),
             context: source.spec().and_then(|s| s.context),
             defaults: model_defaults.over(&registry.arch(arch)?.defaults),
-            files,
+            format: Format::Hf(files),
             arch,
             config_json,
             config,
             registry: source.spec().is_some(),
         })
+    }
+
+    /// `--quant TYPE` on a safetensors model: its GGUF in dcoder's cache, written once
+    /// (atomically) and read like any GGUF; the registry's facts (label, defaults, context) kept.
+    fn quantized(source: &Source, quant: &str) -> Result<Checkpoint> {
+        let ty = gguf::file::parse_type(quant)?;
+        let hf = Self::locate(source)?;
+        let Format::Hf(files) = &hf.format else {
+            bail!("--quant {quant}: {} is already a GGUF", hf.label);
+        };
+        let path = gguf::cache::path_for(source, files, ty)?;
+        if !path.is_file() {
+            eprintln!(
+                "quantizing {} to {quant} once: {}",
+                hf.label,
+                path.display()
+            );
+            hf.write_gguf(ty, &path)?;
+        }
+        let mut checkpoint = Self::from_gguf(source, &path, Some(hf.arch))?;
+        checkpoint.label = format!("{} ({})", hf.label, gguf::file::lower_name(ty));
+        checkpoint.context = hf.context;
+        checkpoint.defaults = hf.defaults;
+        Ok(checkpoint)
+    }
+
+    /// Writes this safetensors checkpoint as a GGUF with matmul weights in `ty`.
+    pub fn write_gguf(&self, ty: candle_core::quantized::GgmlDType, out: &Path) -> Result<()> {
+        let Format::Hf(files) = &self.format else {
+            bail!("{} is a GGUF file already", self.label);
+        };
+        let arch_spec = Registry::builtin()?.arch(self.arch)?;
+        let (tokenizer, template) = hf_tokens(files, &self.config_json, arch_spec)?;
+        let json = tokenizer.to_json()?;
+        let export = gguf::writer::Export {
+            arch: self.arch,
+            config: &self.config,
+            weights: &files.weights,
+            pre: gguf::tokenizer::pre_name(&json)?,
+            tokenizer: json,
+            special: &tokenizer.special,
+            chat_template: template.as_ref().map(ChatTemplate::source),
+        };
+        gguf::writer::write(&export, ty, out).with_context(|| format!("quantizing {}", self.label))
+    }
+
+    fn from_gguf(source: &Source, path: &Path, family: Option<Arch>) -> Result<Checkpoint> {
+        let registry = Registry::builtin()?;
+        let model = GgufModel::open(path, family)?;
+        let arch = model.arch;
+        let config = Config::parse(arch.body(), &model.config).with_context(|| {
+            format!(
+                "{}: unusable {} hyper-parameters",
+                path.display(),
+                model.gguf_arch
+            )
+        })?;
+        Ok(Checkpoint {
+            label: match source {
+                Source::Dir(_) => path.display().to_string(),
+                _ => format!(
+                    "{} ({})",
+                    source.label(),
+                    path.file_name()
+                        .map(|n| n.to_string_lossy())
+                        .unwrap_or_default()
+                ),
+            },
+            context: None,
+            defaults: registry.arch(arch)?.defaults.clone(),
+            config_json: model.config.clone(),
+            format: Format::Gguf(model),
+            arch,
+            config,
+            registry: false,
+        })
+    }
+
+    /// Bytes of a GGUF's tensors as stored (`None` for safetensors, held in the load dtype).
+    pub fn weight_bytes(&self) -> Option<u64> {
+        match &self.format {
+            Format::Gguf(g) => Some(g.weight_bytes()),
+            Format::Hf(_) => None,
+        }
     }
 
     /// Number of weights the config describes.
@@ -133,7 +258,7 @@ impl Session {
         let Checkpoint {
             label,
             context,
-            files,
+            format,
             arch,
             config_json,
             config,
@@ -141,59 +266,39 @@ impl Session {
             registry,
         } = checkpoint;
         let arch_spec = Registry::builtin()?.arch(arch)?;
-        let generation_config = read_optional_json(files.generation_config.as_deref())?;
-        let tokenizer_config = read_optional_json(files.tokenizer_config.as_deref())?;
-        let dir = files
-            .config
-            .parent()
-            .map(|p| p.display().to_string())
-            .unwrap_or_default();
-        let source = match (&files.tokenizer_json, &files.vocab_json, &files.merges_txt, &arch_spec.bpe_split_regex) {
-            (Some(path), ..) => tokenizer::Source::Fast(path),
-            (None, Some(vocab), Some(merges), Some(split_regex)) => tokenizer::Source::SlowBpe {
-                vocab,
-                merges,
-                added_tokens: files.added_tokens_json.as_deref(),
-                split_regex,
-            },
-            _ => bail!("{dir}: no tokenizer.json next to config.json (nor a vocab.json + merges.txt this architecture can use)"),
-        };
-        let token_files = TokenFiles {
-            config: &config_json,
-            generation_config: generation_config.as_ref(),
-            tokenizer_config: tokenizer_config.as_ref(),
-        };
-        let tokenizer = Tokenizer::load(&source, &token_files, arch_spec)?;
-        let vocab = config.vocab_size();
-        let special = &tokenizer.special;
-        for (role, id) in [
-            ("mask", Some(special.mask)),
-            ("eos", Some(special.eos)),
-            ("eot", special.eot),
-        ] {
-            if let Some(id) = id.filter(|&id| id as usize >= vocab) {
-                bail!("the {role} token id {id} is outside the model's {vocab} logits; the tokenizer does not belong to these weights");
-            }
-        }
-        let template =
-            ChatTemplate::find(tokenizer_config.as_ref(), files.chat_template.as_deref())?;
-
         let device = pick_device(&opts.device)?;
-        let weights = Weights::open(&files.weights)?;
-        let dtype = choose_dtype(opts.dtype.as_deref(), &device, registry, weights.elements())?;
-        let precision = Precision::new(dtype, &device);
-        let model = Model::new(
-            &config,
-            weights.var_builder(precision.activations, &device),
-            precision,
-        )
-        .map_err(|e| anyhow!("{e}"))
-        .with_context(|| {
-            format!(
-                "loading the weights: they do not match {}",
-                files.config.display()
-            )
-        })?;
+        let (tokenizer, template, model) = match format {
+            Format::Hf(files) => {
+                let (tokenizer, template) = hf_tokens(&files, &config_json, arch_spec)?;
+                check_special(&tokenizer, &config)?;
+                let weights = Weights::open(&files.weights)?;
+                let dtype =
+                    choose_dtype(opts.dtype.as_deref(), &device, registry, weights.elements())?;
+                let precision = Precision::new(dtype, &device);
+                let model = Model::new(
+                    &config,
+                    weights.var_builder(precision.activations, &device),
+                    precision,
+                )
+                .map_err(|e| anyhow!("{e}"))
+                .with_context(|| {
+                    format!(
+                        "loading the weights: they do not match {}",
+                        files.config.display()
+                    )
+                })?;
+                (tokenizer, template, model)
+            }
+            Format::Gguf(gguf) => {
+                let (tokenizer, template) = gguf_tokens(&gguf, arch_spec)?;
+                check_special(&tokenizer, &config)?;
+                (
+                    tokenizer,
+                    template,
+                    gguf_model(&gguf, &config, opts, &device)?,
+                )
+            }
+        };
         Ok(Session {
             label,
             arch,
@@ -271,6 +376,103 @@ impl Session {
     pub fn dtype_name(&self) -> &'static str {
         self.model.precision().name()
     }
+}
+
+/// The tokenizer and chat template of a model folder.
+fn hf_tokens(
+    files: &hub::ModelFiles,
+    config_json: &Value,
+    arch_spec: &ArchSpec,
+) -> Result<(Tokenizer, Option<ChatTemplate>)> {
+    let generation_config = read_optional_json(files.generation_config.as_deref())?;
+    let tokenizer_config = read_optional_json(files.tokenizer_config.as_deref())?;
+    let dir = files
+        .config
+        .parent()
+        .map(|p| p.display().to_string())
+        .unwrap_or_default();
+    let source = match (&files.tokenizer_json, &files.vocab_json, &files.merges_txt, &arch_spec.bpe_split_regex) {
+        (Some(path), ..) => tokenizer::Source::Fast(path),
+        (None, Some(vocab), Some(merges), Some(split_regex)) => tokenizer::Source::SlowBpe {
+            vocab,
+            merges,
+            added_tokens: files.added_tokens_json.as_deref(),
+            split_regex,
+        },
+        _ => bail!("{dir}: no tokenizer.json next to config.json (nor a vocab.json + merges.txt this architecture can use)"),
+    };
+    let token_files = TokenFiles {
+        config: config_json,
+        generation_config: generation_config.as_ref(),
+        tokenizer_config: tokenizer_config.as_ref(),
+    };
+    let tokenizer = Tokenizer::load(&source, &token_files, arch_spec)?;
+    let template = ChatTemplate::find(tokenizer_config.as_ref(), files.chat_template.as_deref())?;
+    Ok((tokenizer, template))
+}
+
+/// The tokenizer and chat template a GGUF's metadata describes.
+fn gguf_tokens(
+    gguf: &GgufModel,
+    arch_spec: &ArchSpec,
+) -> Result<(Tokenizer, Option<ChatTemplate>)> {
+    let token_files = TokenFiles {
+        config: &gguf.config,
+        generation_config: None,
+        tokenizer_config: Some(&gguf.tokenizer_config),
+    };
+    let tokenizer = Tokenizer::from_built(gguf.tokenizer()?, &token_files, arch_spec)
+        .with_context(|| gguf.path().display().to_string())?;
+    let template = ChatTemplate::find(Some(&gguf.tokenizer_config), None)?;
+    Ok((tokenizer, template))
+}
+
+/// A GGUF's network: block-quantized matmul weights as stored, everything else in f32.
+fn gguf_model(
+    gguf: &GgufModel,
+    config: &Config,
+    opts: &LoadOptions,
+    device: &Device,
+) -> Result<Model> {
+    let path = gguf.path().display();
+    if let Some(dtype) = opts.dtype.as_deref().filter(|d| *d != "f32") {
+        bail!("--dtype {dtype}: {path} runs in its stored weight types with f32 activations; drop --dtype");
+    }
+    // The stored tensors, plus f32 copies of the embedding the lookups read.
+    let need = gguf.weight_bytes() + config.vocab_size() as u64 * config.hidden_size() as u64 * 4;
+    if let Some(avail) = available_memory().filter(|&a| device.is_cpu() && need > a / 20 * 19) {
+        bail!(
+            "{path}: the model needs {} but only {} of memory is free; use a smaller quant type (e.g. --quant q4_k)",
+            indicatif::HumanBytes(need),
+            indicatif::HumanBytes(avail)
+        );
+    }
+    let weights = gguf.weights(config.body())?;
+    let precision = Precision::quantized(weights.clone(), gguf.weight_label());
+    let vb = candle_nn::VarBuilder::from_backend(
+        Box::new(GgufBackend(weights)),
+        DType::F32,
+        device.clone(),
+    );
+    Model::new(config, vb, precision)
+        .map_err(|e| anyhow!("{e}"))
+        .with_context(|| format!("loading {path}"))
+}
+
+/// The special ids must index the model's logits.
+fn check_special(tokenizer: &Tokenizer, config: &Config) -> Result<()> {
+    let vocab = config.vocab_size();
+    let special = &tokenizer.special;
+    for (role, id) in [
+        ("mask", Some(special.mask)),
+        ("eos", Some(special.eos)),
+        ("eot", special.eot),
+    ] {
+        if let Some(id) = id.filter(|&id| id as usize >= vocab) {
+            bail!("the {role} token id {id} is outside the model's {vocab} logits; the tokenizer does not belong to these weights");
+        }
+    }
+    Ok(())
 }
 
 /// The plan for a model of `arch` whose card's defaults are `defaults`: `flags` over them, over

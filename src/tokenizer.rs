@@ -88,11 +88,30 @@ impl Tokenizer {
                 split_regex,
             )?,
         };
+        Self::from_built(inner, files, arch)
+    }
+
+    /// A tokenizer built elsewhere (from a GGUF's metadata), with the special tokens resolved
+    /// from `files` as for a folder.
+    pub fn from_built(
+        inner: tokenizers::Tokenizer,
+        files: &TokenFiles,
+        arch: &ArchSpec,
+    ) -> Result<Self> {
         let special = resolve_special(&inner, files, arch)?;
         Ok(Self {
             inner: Arc::new(inner),
             special,
         })
+    }
+
+    /// The tokenizer as tokenizer.json would hold it.
+    pub fn to_json(&self) -> Result<Value> {
+        let text = self
+            .inner
+            .to_string(false)
+            .map_err(|e| anyhow!("serialising the tokenizer: {e}"))?;
+        Ok(serde_json::from_str(&text)?)
     }
 
     /// Ids of `text`, special-token texts matched as tokens, nothing added (no BOS).

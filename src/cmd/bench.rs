@@ -4,6 +4,7 @@
 
 use std::io::Write;
 use std::ops::ControlFlow;
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use anyhow::{anyhow, bail, Context, Result};
@@ -15,8 +16,9 @@ use serde_json::Value;
 use crate::cli::BenchArgs;
 use crate::device::{describe, ensure_fits, pick_device, pick_dtype};
 use crate::diffusion::{self, SpecialIds};
+use crate::gguf::file::{lower_name, parse_type};
 use crate::hub::Source;
-use crate::model::random_weights::random_var_builder;
+use crate::model::random_weights::{random_var_builder, RandomQuantized};
 use crate::model::{CacheOp, Config, Denoiser, Model, Pass, Precision};
 use crate::registry::{Arch, Registry};
 use crate::report::rates;
@@ -49,6 +51,13 @@ struct BenchReport {
     tokens_per_forward: f64,
     load_s: f64,
     peak_rss_bytes: u64,
+    /// The matmul weights' type (`f32`, `bf16`, `q8_0`, ...).
+    weights: &'static str,
+    /// The matmul kernel path (`gemm`, `avx512bf16`, `avx2`, `neon`, `scalar`).
+    kernel: &'static str,
+    /// Bytes of the weights as held: quantized matmul weights as stored, the rest in the
+    /// activation dtype.
+    weight_bytes: u64,
 }
 
 /// Peak resident memory of this process (`VmHWM`).
@@ -62,6 +71,7 @@ fn peak_rss() -> u64 {
 }
 
 struct Loaded {
+    weight_bytes: u64,
     label: String,
     model: Model,
     special: SpecialIds,
@@ -83,11 +93,32 @@ fn load(args: &BenchArgs) -> Result<Loaded> {
             .with_context(|| format!("shape {shape_name} in models.toml"))?;
         let device = pick_device(&args.model.device)?;
         let dtype = pick_dtype(args.model.dtype.as_deref(), &device, false)?;
-        let precision = Precision::new(dtype, &device);
+        let quantized = match args.model.quant.as_deref() {
+            Some(q) if args.model.dtype.is_some() => {
+                bail!("--quant {q} and --dtype are exclusive: quantized weights run with f32 activations")
+            }
+            Some(q) => {
+                let ty = parse_type(q)?;
+                Some((Arc::new(RandomQuantized::new(ty)), lower_name(ty)))
+            }
+            None => None,
+        };
+        let precision = match &quantized {
+            Some((source, name)) => Precision::quantized(source.clone(), name),
+            None => Precision::new(dtype, &device),
+        };
         ensure_fits(config.parameters(), dtype, &device)?;
         let start = Instant::now();
         let vb = random_var_builder(&shape.absent, precision.activations, &device);
         let model = Model::new(&config, vb, precision).map_err(|e| anyhow!("{e}"))?;
+        let elements = config.parameters() as u64;
+        let weight_bytes = match &quantized {
+            Some((source, _)) => {
+                let (bytes, quantized_elements) = source.made();
+                bytes + elements.saturating_sub(quantized_elements) * 4
+            }
+            None => elements * dtype.size_in_bytes() as u64,
+        };
         let id = |key: &str| json.get(key).and_then(Value::as_u64).map(|v| v as u32);
         let vocab = config.vocab_size() as u32;
         let eos = id("eos_token_id").unwrap_or(0);
@@ -99,6 +130,7 @@ fn load(args: &BenchArgs) -> Result<Loaded> {
             stops: vec![eos],
         };
         return Ok(Loaded {
+            weight_bytes,
             label: format!("{shape_name} (random weights)"),
             params: config.parameters(),
             model,
@@ -109,14 +141,19 @@ fn load(args: &BenchArgs) -> Result<Loaded> {
         });
     }
     let source = Source::parse(args.model.model.as_deref(), registry)?;
-    let checkpoint = Checkpoint::locate(&source)?;
+    let checkpoint = Checkpoint::locate_with(&source, &super::source_options(&args.model)?)?;
     let params = checkpoint.parameters();
+    let weight_bytes = checkpoint.weight_bytes();
     let opts = LoadOptions {
         device: args.model.device.clone(),
         dtype: args.model.dtype.clone(),
     };
     let session = Session::load(checkpoint, &opts)?;
+    let weight_bytes = weight_bytes.unwrap_or_else(|| {
+        params as u64 * session.model.precision().activations.size_in_bytes() as u64
+    });
     Ok(Loaded {
+        weight_bytes,
         label: session.label.clone(),
         special: session.tokenizer.special.ids(),
         arch: session.arch,
@@ -139,7 +176,10 @@ pub fn run(args: &BenchArgs) -> Result<()> {
         defaults,
         params,
         load,
+        weight_bytes,
     } = load(args)?;
+    let weights = model.precision().name();
+    let kernel = model.precision().weights.kernel();
     let device = model.device().clone();
     let mut rng = StdRng::seed_from_u64(args.sampler.seed);
     let vocab = model.vocab_size() as u32;
@@ -217,6 +257,9 @@ pub fn run(args: &BenchArgs) -> Result<()> {
                 tokens_per_forward: 0.0,
                 load_s: load.as_secs_f64(),
                 peak_rss_bytes: peak_rss(),
+                weights,
+                kernel,
+                weight_bytes,
             }
         }
         None => {
@@ -251,6 +294,9 @@ pub fn run(args: &BenchArgs) -> Result<()> {
                 tokens_per_forward,
                 load_s: load.as_secs_f64(),
                 peak_rss_bytes: peak_rss(),
+                weights,
+                kernel,
+                weight_bytes,
             }
         }
     };
@@ -276,9 +322,12 @@ fn print_text(out: &mut impl Write, r: &BenchReport) -> Result<()> {
     )?;
     writeln!(
         out,
-        "load       {:.2} s, peak RSS {}",
+        "load       {:.2} s, peak RSS {}, weights {} ({}, {} kernel)",
         r.load_s,
-        indicatif::HumanBytes(r.peak_rss_bytes)
+        indicatif::HumanBytes(r.peak_rss_bytes),
+        indicatif::HumanBytes(r.weight_bytes),
+        r.weights,
+        r.kernel
     )?;
     match r.mode {
         "forward" => writeln!(

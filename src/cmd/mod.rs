@@ -8,6 +8,7 @@ pub mod eval;
 pub mod models;
 pub mod oneshot;
 pub mod pull;
+pub mod quantize;
 pub mod replay;
 pub mod serve;
 
@@ -16,8 +17,8 @@ use anyhow::{anyhow, Result};
 use crate::cli::{LookArgs, ModelArgs, SamplerArgs};
 use crate::diffusion::Plan;
 use crate::hub::Source;
-use crate::registry::Registry;
-use crate::session::{plan_for, Checkpoint, LoadOptions, Session};
+use crate::registry::{Arch, Registry};
+use crate::session::{plan_for, Checkpoint, LoadOptions, Session, SourceOptions};
 use crate::tui::highlight::syntax_for;
 use crate::tui::theme::{Theme, ThemeName};
 use crate::tui::Look;
@@ -33,7 +34,7 @@ pub fn load(model: &ModelArgs, sampler: &SamplerArgs) -> Result<(Session, Plan)>
         Some(spec) => Some(plan_for(spec.arch, &spec.defaults, &flags, sampler.seed)?),
         None => None,
     };
-    let checkpoint = Checkpoint::locate(&source)?;
+    let checkpoint = Checkpoint::locate_with(&source, &source_options(model)?)?;
     let plan = match known {
         Some(plan) => plan,
         None => plan_for(checkpoint.arch, &checkpoint.defaults, &flags, sampler.seed)?,
@@ -43,6 +44,24 @@ pub fn load(model: &ModelArgs, sampler: &SamplerArgs) -> Result<(Session, Plan)>
         dtype: model.dtype.clone(),
     };
     Ok((Session::load(checkpoint, &opts)?, plan))
+}
+
+/// `--family` and `--quant`.
+pub fn source_options(model: &ModelArgs) -> Result<SourceOptions> {
+    let family = match model.family.as_deref() {
+        None => None,
+        Some("bd3lm") => Some(Arch::Bd3lm),
+        Some("sdar") => Some(Arch::Sdar),
+        Some(other) => {
+            return Err(anyhow!(
+                "--family {other}: expected bd3lm or sdar (the block-diffusion samplers a qwen2/qwen3 GGUF can run)"
+            ))
+        }
+    };
+    Ok(SourceOptions {
+        family,
+        quant: model.quant.clone(),
+    })
 }
 
 /// The live view's look: `--theme`, `--lang`, and `NO_COLOR` from the environment.

@@ -7,21 +7,67 @@
 //!   GFLOP/s per core at 160×1536×4096 on this project's machine). GPUs (cuBLAS) take the view.
 //! - [`WeightFormat::PackedBf16`]: bf16 weights packed for the AVX512-BF16 kernel
 //!   (`bf16_matmul.rs`); activations stay f32.
+//! - [`WeightFormat::Quantized`]: ggml block types (a GGUF file's Q8_0, Q4_K, ...) kept as they
+//!   are and multiplied by candle's `QMatMul` (its k-quant dot products, runtime-dispatched to
+//!   AVX2/NEON); weights the file stores as f32/f16/bf16 take the dense path, so an F32 GGUF
+//!   computes exactly what the safetensors checkpoint does.
 
 use std::sync::Arc;
 
+use candle_core::quantized::{ggml_file::qtensor_from_ggml, QMatMul, QTensor};
 use candle_core::{DType, Module, Result, Tensor};
 use candle_nn::VarBuilder;
 
 use super::bf16_matmul::PackedBf16;
 
+/// Where a quantized checkpoint's matmul weights come from, by checkpoint (HF) tensor name.
+pub trait QuantizedWeights: Send + Sync + std::fmt::Debug {
+    /// Whether `name` is stored in a block-quantized type (not f32/f16/bf16).
+    fn is_quantized(&self, name: &str) -> bool;
+    /// Tensor `name` as stored, `[out, in]`, in the HF row order, on the CPU.
+    fn quantized(&self, name: &str, shape: (usize, usize)) -> Result<QTensor>;
+}
+
 /// How matmul weights are kept.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone)]
 pub enum WeightFormat {
     /// A tensor of the model's dtype.
     Dense,
     /// bf16, packed for dcoder's CPU kernel (f32 activations).
     PackedBf16,
+    /// A file's ggml block types as stored (f32 activations); float-typed tensors go dense.
+    Quantized(Arc<dyn QuantizedWeights>),
+}
+
+impl WeightFormat {
+    /// The CPU kernel the matmuls take: candle's quantized dot products dispatch to AVX2+FMA at
+    /// run time on x86 (scalar otherwise) and use NEON on aarch64; dense products run on the
+    /// `gemm` crate; packed bf16 on dcoder's AVX512-BF16 kernel.
+    pub fn kernel(&self) -> &'static str {
+        match self {
+            WeightFormat::Dense => "gemm",
+            WeightFormat::PackedBf16 => "avx512bf16",
+            WeightFormat::Quantized(_) => quantized_kernel(),
+        }
+    }
+}
+
+#[cfg(target_arch = "x86_64")]
+fn quantized_kernel() -> &'static str {
+    match is_x86_feature_detected!("avx2") && is_x86_feature_detected!("fma") {
+        true => "avx2",
+        false => "scalar",
+    }
+}
+
+#[cfg(target_arch = "aarch64")]
+fn quantized_kernel() -> &'static str {
+    "neon"
+}
+
+#[cfg(not(any(target_arch = "x86_64", target_arch = "aarch64")))]
+fn quantized_kernel() -> &'static str {
+    "scalar"
 }
 
 #[derive(Debug, Clone)]
@@ -29,6 +75,9 @@ enum Weight {
     /// `Wᵀ`: `[in, out]`, contiguous on the CPU.
     Transposed(Tensor),
     Packed(Arc<PackedBf16>),
+    /// Quantized parts side by side along the output (stacked layers whose parts have different
+    /// types, as Q4_K_M files mix Q4_K and Q6_K), with their widths.
+    Quantized(Vec<(QMatMul, usize)>),
 }
 
 #[derive(Debug, Clone)]
@@ -48,17 +97,17 @@ impl Linear {
     pub fn from_weight(
         weight: &Tensor,
         bias: Option<Tensor>,
-        format: WeightFormat,
+        format: &WeightFormat,
     ) -> Result<Self> {
         let weight = match format {
             WeightFormat::PackedBf16 => {
                 let (out, inp) = weight.dims2()?;
                 Weight::Packed(Arc::new(PackedBf16::pack(&bf16_bits(weight)?, out, inp)))
             }
-            WeightFormat::Dense if weight.device().is_cpu() => {
+            WeightFormat::Dense | WeightFormat::Quantized(_) if weight.device().is_cpu() => {
                 Weight::Transposed(weight.t()?.contiguous()?)
             }
-            WeightFormat::Dense => Weight::Transposed(weight.t()?),
+            WeightFormat::Dense | WeightFormat::Quantized(_) => Weight::Transposed(weight.t()?),
         };
         Ok(Self { weight, bias })
     }
@@ -69,7 +118,7 @@ impl Linear {
         out_dim: usize,
         bias: bool,
         vb: VarBuilder,
-        format: WeightFormat,
+        format: &WeightFormat,
     ) -> Result<Self> {
         Self::stacked(in_dim, &[(out_dim, vb)], bias, format)
     }
@@ -81,19 +130,8 @@ impl Linear {
         in_dim: usize,
         parts: &[(usize, VarBuilder)],
         bias: bool,
-        format: WeightFormat,
+        format: &WeightFormat,
     ) -> Result<Self> {
-        let load = |out: usize, vb: &VarBuilder| match format {
-            // Straight from the file's bf16, never through an f32 copy.
-            WeightFormat::PackedBf16 => {
-                vb.get_with_hints_dtype((out, in_dim), "weight", Default::default(), DType::BF16)
-            }
-            WeightFormat::Dense => vb.get((out, in_dim), "weight"),
-        };
-        let weights = parts
-            .iter()
-            .map(|(out, vb)| load(*out, vb))
-            .collect::<Result<Vec<_>>>()?;
         let bias = match bias {
             true => {
                 let parts = parts
@@ -104,6 +142,36 @@ impl Linear {
             }
             false => None,
         };
+        if let WeightFormat::Quantized(source) = format {
+            let names: Vec<String> = parts
+                .iter()
+                .map(|(_, vb)| format!("{}.weight", vb.prefix()))
+                .collect();
+            if names.iter().any(|n| source.is_quantized(n)) {
+                let device = parts.first().map(|(_, vb)| vb.device().clone());
+                let tensors = parts
+                    .iter()
+                    .zip(&names)
+                    .map(|((out, _), name)| source.quantized(name, (*out, in_dim)))
+                    .collect::<Result<Vec<_>>>()?;
+                let device = device.unwrap_or(candle_core::Device::Cpu);
+                return Ok(Self {
+                    weight: Weight::Quantized(quantized_parts(tensors, &device)?),
+                    bias,
+                });
+            }
+        }
+        let load = |out: usize, vb: &VarBuilder| match format {
+            // Straight from the file's bf16, never through an f32 copy.
+            WeightFormat::PackedBf16 => {
+                vb.get_with_hints_dtype((out, in_dim), "weight", Default::default(), DType::BF16)
+            }
+            WeightFormat::Dense | WeightFormat::Quantized(_) => vb.get((out, in_dim), "weight"),
+        };
+        let weights = parts
+            .iter()
+            .map(|(out, vb)| load(*out, vb))
+            .collect::<Result<Vec<_>>>()?;
         let weight = if weights.len() == 1 {
             weights[0].clone()
         } else {
@@ -127,11 +195,38 @@ impl Linear {
     }
 }
 
+/// Stacked quantized parts: consecutive parts of one type become one tensor (rows are whole
+/// blocks, so stacking is byte concatenation), each run one `QMatMul` on `device`.
+fn quantized_parts(
+    tensors: Vec<QTensor>,
+    device: &candle_core::Device,
+) -> Result<Vec<(QMatMul, usize)>> {
+    let mut runs: Vec<(candle_core::quantized::GgmlDType, Vec<u8>, usize, usize)> = Vec::new();
+    for t in tensors {
+        let (out, inp) = t.shape().dims2()?;
+        let data = t.data()?;
+        match runs.last_mut() {
+            Some((dtype, bytes, rows, cols)) if *dtype == t.dtype() && *cols == inp => {
+                bytes.extend_from_slice(&data);
+                *rows += out;
+            }
+            _ => runs.push((t.dtype(), data.into_owned(), out, inp)),
+        }
+    }
+    runs.into_iter()
+        .map(|(dtype, bytes, rows, cols)| {
+            let q = qtensor_from_ggml(dtype, &bytes, vec![rows, cols], device)?;
+            Ok((QMatMul::from_qtensor(q)?, rows))
+        })
+        .collect()
+}
+
 impl Module for Linear {
     fn forward(&self, x: &Tensor) -> Result<Tensor> {
         let dims = x.dims();
         let k = dims[dims.len() - 1];
         let rows = x.elem_count() / k.max(1);
+        let x_dtype = x.dtype();
         let (y, out) = match &self.weight {
             Weight::Transposed(w) => (x.reshape((rows, k))?.matmul(w)?, w.dim(1)?),
             Weight::Packed(p) => {
@@ -142,6 +237,18 @@ impl Module for Linear {
                         .to_dtype(x.dtype())?,
                     n,
                 )
+            }
+            Weight::Quantized(parts) => {
+                let x = x.reshape((rows, k))?.to_dtype(DType::F32)?;
+                let ys = parts
+                    .iter()
+                    .map(|(m, _)| m.forward(&x))
+                    .collect::<Result<Vec<_>>>()?;
+                let y = match ys.len() {
+                    1 => ys[0].clone(),
+                    _ => Tensor::cat(&ys, 1)?,
+                };
+                (y.to_dtype(x_dtype)?, parts.iter().map(|(_, n)| n).sum())
             }
         };
         let mut out_dims = dims.to_vec();
@@ -162,23 +269,46 @@ impl Module for Linear {
 pub struct TokenEmbedding {
     table: Tensor,
     activations: DType,
+    /// Where the file's quantized table is, for a tied LM head (the lookup uses the
+    /// dequantized one): read only if the head is tied.
+    quantized: Option<(Arc<dyn QuantizedWeights>, String)>,
 }
 
 impl TokenEmbedding {
-    pub fn new(rows: usize, dim: usize, vb: VarBuilder, format: WeightFormat) -> Result<Self> {
+    pub fn new(rows: usize, dim: usize, vb: VarBuilder, format: &WeightFormat) -> Result<Self> {
         let activations = vb.dtype();
         let table = match format {
             WeightFormat::PackedBf16 => {
                 vb.get_with_hints_dtype((rows, dim), "weight", Default::default(), DType::BF16)?
             }
-            WeightFormat::Dense => vb.get((rows, dim), "weight")?,
+            WeightFormat::Dense | WeightFormat::Quantized(_) => vb.get((rows, dim), "weight")?,
         };
-        Ok(Self { table, activations })
+        let quantized = match format {
+            WeightFormat::Quantized(source) => {
+                let name = format!("{}.weight", vb.prefix());
+                source.is_quantized(&name).then(|| (source.clone(), name))
+            }
+            _ => None,
+        };
+        Ok(Self {
+            table,
+            activations,
+            quantized,
+        })
     }
 
-    /// The table as an LM head (tied embeddings).
-    pub fn as_head(&self, format: WeightFormat) -> Result<Linear> {
-        Linear::from_weight(&self.table, None, format)
+    /// The table as an LM head (tied embeddings); a quantized table stays quantized.
+    pub fn as_head(&self, format: &WeightFormat) -> Result<Linear> {
+        match &self.quantized {
+            Some((source, name)) => Ok(Linear {
+                weight: Weight::Quantized(quantized_parts(
+                    vec![source.quantized(name, self.table.dims2()?)?],
+                    self.table.device(),
+                )?),
+                bias: None,
+            }),
+            None => Linear::from_weight(&self.table, None, format),
+        }
     }
 
     pub fn forward(&self, ids: &Tensor) -> Result<Tensor> {
@@ -199,13 +329,55 @@ mod tests {
         let b = Tensor::new(&[0.5f32, 0.0, -0.5], &Device::Cpu)?;
         let x = Tensor::new(&[[[1f32, 1.0], [0.0, 2.0]]], &Device::Cpu)?;
         let want = vec![vec![3.5, 7.0, 10.5], vec![4.5, 8.0, 11.5]];
-        let lin = Linear::from_weight(&w, Some(b.clone()), WeightFormat::Dense)?;
+        let lin = Linear::from_weight(&w, Some(b.clone()), &WeightFormat::Dense)?;
         assert_eq!(lin.forward(&x)?.squeeze(0)?.to_vec2::<f32>()?, want);
         if super::super::bf16_matmul::available() {
             // Small integers are exact in bf16.
-            let lin = Linear::from_weight(&w, Some(b), WeightFormat::PackedBf16)?;
+            let lin = Linear::from_weight(&w, Some(b), &WeightFormat::PackedBf16)?;
             assert_eq!(lin.forward(&x)?.squeeze(0)?.to_vec2::<f32>()?, want);
         }
+        Ok(())
+    }
+
+    /// Quantized products of every block type match the product with the dequantized weights
+    /// up to the Q8 rounding of the activations; stacked parts of mixed types (as Q4_K_M files
+    /// hold) come out side by side.
+    #[test]
+    fn quantized_products_match_their_dequantized_weights() -> anyhow::Result<()> {
+        use candle_core::quantized::GgmlDType::*;
+        let dev = Device::Cpu;
+        let x = Tensor::randn(0f32, 1.0, (5, 512), &dev)?;
+        let mut parts = Vec::new();
+        let mut dense = Vec::new();
+        for (i, ty) in [Q4_0, Q4_1, Q5_0, Q5_1, Q8_0, Q2K, Q3K, Q4K, Q5K, Q6K]
+            .into_iter()
+            .enumerate()
+        {
+            let w = Tensor::randn(0f32, 1.0, (8 + i, 512), &dev)?;
+            let q = QTensor::quantize(&w, ty)?;
+            let deq = q.dequantize(&dev)?;
+            let lin = Linear {
+                weight: Weight::Quantized(quantized_parts(vec![q], &dev)?),
+                bias: None,
+            };
+            let got = lin.forward(&x)?;
+            let want = x.matmul(&deq.t()?)?;
+            let err = (&got - &want)?.sqr()?.sum_all()?.to_scalar::<f32>()?.sqrt()
+                / want.sqr()?.sum_all()?.to_scalar::<f32>()?.sqrt();
+            assert!(err < 0.02, "{ty:?}: relative error {err}");
+            parts.push(QTensor::quantize(&w, ty)?);
+            dense.push(want);
+        }
+        let stacked = Linear {
+            weight: Weight::Quantized(quantized_parts(parts, &dev)?),
+            bias: None,
+        };
+        let got = stacked.forward(&x)?;
+        let want = Tensor::cat(&dense, 1)?;
+        assert_eq!(got.dims(), want.dims());
+        let err = (&got - &want)?.abs()?.max_all()?.to_scalar::<f32>()?;
+        let scale = want.abs()?.max_all()?.to_scalar::<f32>()?;
+        assert!(err < 0.05 * scale, "stacked: {err} of {scale}");
         Ok(())
     }
 }

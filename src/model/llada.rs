@@ -177,7 +177,7 @@ impl Config {
 
 /// One `blocks.{i}` of the checkpoint: `attn_norm`, `q_proj`/`k_proj`/`v_proj`/`attn_out`,
 /// `ff_norm`, and the MLP `ff_out(silu(ff_proj(x)) * up_proj(x))` (`ff_proj` is the gate).
-fn layer(cfg: &Config, vb: VarBuilder, format: WeightFormat) -> Result<Layer> {
+fn layer(cfg: &Config, vb: VarBuilder, format: &WeightFormat) -> Result<Layer> {
     let (d, hd, h) = (cfg.d_model, cfg.head_dim(), cfg.mlp_hidden());
     let kv = cfg.kv_heads() * hd;
     let parts = [
@@ -220,7 +220,7 @@ pub struct Model {
 }
 
 impl Model {
-    pub fn new(cfg: &Config, vb: VarBuilder, format: WeightFormat) -> Result<Self> {
+    pub fn new(cfg: &Config, vb: VarBuilder, format: &WeightFormat) -> Result<Self> {
         let vb = vb.pp("model").pp("transformer");
         let wte = TokenEmbedding::new(cfg.embedding_rows(), cfg.d_model, vb.pp("wte"), format)?;
         let blocks = (0..cfg.n_layers)
@@ -285,7 +285,7 @@ mod tests {
         let model = Model::new(
             &cfg,
             VarBuilder::zeros(DType::F32, &Device::Cpu),
-            WeightFormat::Dense,
+            &WeightFormat::Dense,
         )?;
         let ids = Tensor::new(&[[1u32, 2, 3]], &Device::Cpu)?;
         let mut cache = vec![LayerCache::default(); model.layers()];

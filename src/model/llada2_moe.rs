@@ -194,7 +194,7 @@ impl Config {
 }
 
 /// `gate_proj`, `up_proj`, `down_proj` of `width` under `vb`.
-fn swiglu(d: usize, width: usize, vb: VarBuilder, format: WeightFormat) -> Result<SwiGlu> {
+fn swiglu(d: usize, width: usize, vb: VarBuilder, format: &WeightFormat) -> Result<SwiGlu> {
     Ok(SwiGlu {
         gate_up: Linear::stacked(
             d,
@@ -208,7 +208,7 @@ fn swiglu(d: usize, width: usize, vb: VarBuilder, format: WeightFormat) -> Resul
 }
 
 /// `mlp.gate` (router weight and `expert_bias`), `mlp.experts.{e}`, `mlp.shared_experts`.
-fn experts(cfg: &Config, experts: usize, vb: VarBuilder, format: WeightFormat) -> Result<Moe> {
+fn experts(cfg: &Config, experts: usize, vb: VarBuilder, format: &WeightFormat) -> Result<Moe> {
     let d = cfg.hidden_size;
     let gate = vb.pp("gate");
     // The router runs in f32 (`router_dtype: fp32`).
@@ -247,7 +247,7 @@ fn experts(cfg: &Config, experts: usize, vb: VarBuilder, format: WeightFormat) -
 }
 
 /// One `model.layers.{i}`.
-fn layer(cfg: &Config, i: usize, vb: VarBuilder, format: WeightFormat) -> Result<Layer> {
+fn layer(cfg: &Config, i: usize, vb: VarBuilder, format: &WeightFormat) -> Result<Layer> {
     let (d, hd, h, kv) = (
         cfg.hidden_size,
         cfg.head_dim(),
@@ -298,7 +298,7 @@ pub struct Model {
 }
 
 impl Model {
-    pub fn new(cfg: &Config, vb: VarBuilder, format: WeightFormat) -> Result<Self> {
+    pub fn new(cfg: &Config, vb: VarBuilder, format: &WeightFormat) -> Result<Self> {
         let body = vb.pp("model");
         let word_embeddings = TokenEmbedding::new(
             cfg.vocab_size,

@@ -21,6 +21,7 @@ pub mod random_weights;
 pub mod rotary;
 
 use std::path::PathBuf;
+use std::sync::Arc;
 
 use anyhow::{anyhow, Context, Result};
 use candle_core::safetensors::MmapedSafetensors;
@@ -31,7 +32,7 @@ use serde_json::Value;
 pub use denoiser::{Denoiser, Pass};
 pub use kv_cache::CacheOp;
 use kv_cache::LayerCache;
-use linear::WeightFormat;
+use linear::{QuantizedWeights, WeightFormat};
 
 /// The network bodies dcoder implements; every architecture runs on one of them.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -77,6 +78,24 @@ impl Config {
         }
     }
 
+    /// The body this config describes.
+    pub fn body(&self) -> Body {
+        match self {
+            Config::Llada(_) => Body::Llada,
+            Config::Qwen(_) => Body::Qwen,
+            Config::Llada2Moe(_) => Body::Llada2Moe,
+        }
+    }
+
+    /// Width of the hidden states (and of the embedding rows).
+    pub fn hidden_size(&self) -> usize {
+        match self {
+            Config::Llada(c) => c.d_model,
+            Config::Qwen(c) => c.hidden_size,
+            Config::Llada2Moe(c) => c.hidden_size,
+        }
+    }
+
     /// Rows of the LM head: logits per position.
     pub fn vocab_size(&self) -> usize {
         match self {
@@ -112,12 +131,14 @@ enum Network {
 }
 
 /// How a model's numbers are stored and computed on a device.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone)]
 pub struct Precision {
     /// Activations (and the small weights: norms, biases).
     pub activations: DType,
     /// Matmul weights and the embedding table.
     pub weights: WeightFormat,
+    /// What reports call the weights when not the dtype (a GGUF file's types: "q8_0").
+    pub label: Option<&'static str>,
 }
 
 impl Precision {
@@ -129,19 +150,31 @@ impl Precision {
             DType::BF16 if device.is_cpu() && bf16_matmul::available() => Precision {
                 activations: DType::F32,
                 weights: WeightFormat::PackedBf16,
+                label: None,
             },
             _ => Precision {
                 activations: dtype,
                 weights: WeightFormat::Dense,
+                label: None,
             },
+        }
+    }
+
+    /// A GGUF file's weights as stored (f32 activations); `label` names its types.
+    pub fn quantized(source: Arc<dyn QuantizedWeights>, label: &'static str) -> Precision {
+        Precision {
+            activations: DType::F32,
+            weights: WeightFormat::Quantized(source),
+            label: Some(label),
         }
     }
 
     /// The dtype reports name: the weights'.
     pub fn name(&self) -> &'static str {
-        match self.weights {
-            WeightFormat::PackedBf16 => "bf16",
-            WeightFormat::Dense => self.activations.as_str(),
+        match (&self.weights, self.label) {
+            (_, Some(label)) => label,
+            (WeightFormat::PackedBf16, None) => "bf16",
+            (_, None) => self.activations.as_str(),
         }
     }
 }
@@ -160,7 +193,7 @@ impl Model {
     /// must be `precision.activations`.
     pub fn new(config: &Config, vb: VarBuilder, precision: Precision) -> candle_core::Result<Self> {
         let device = vb.device().clone();
-        let format = precision.weights;
+        let format = &precision.weights;
         let network = match config {
             Config::Llada(c) => Network::Llada(llada::Model::new(c, vb, format)?),
             Config::Qwen(c) => Network::Qwen(qwen::Model::new(c, vb, format)?),
@@ -198,8 +231,8 @@ impl Model {
         }
     }
 
-    pub fn precision(&self) -> Precision {
-        self.precision
+    pub fn precision(&self) -> &Precision {
+        &self.precision
     }
 
     /// The LLaDA2 network, for tests that look inside it (the router's choices).

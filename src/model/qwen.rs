@@ -128,7 +128,7 @@ impl Config {
 /// One `model.layers.{i}` of the checkpoint: `input_layernorm`, `self_attn.{q,k,v,o}_proj`
 /// (q/k/v biases in Qwen2, `q_norm`/`k_norm` in Qwen3), `post_attention_layernorm`, and
 /// `mlp.{gate,up,down}_proj`.
-fn layer(cfg: &Config, vb: VarBuilder, format: WeightFormat) -> Result<Layer> {
+fn layer(cfg: &Config, vb: VarBuilder, format: &WeightFormat) -> Result<Layer> {
     let (d, hd, h, kv, m) = (
         cfg.hidden_size,
         cfg.head_dim(),
@@ -186,7 +186,7 @@ pub struct Model {
 }
 
 impl Model {
-    pub fn new(cfg: &Config, vb: VarBuilder, format: WeightFormat) -> Result<Self> {
+    pub fn new(cfg: &Config, vb: VarBuilder, format: &WeightFormat) -> Result<Self> {
         let body = vb.pp("model");
         let embed_tokens = TokenEmbedding::new(
             cfg.vocab_size,
@@ -259,7 +259,7 @@ mod tests {
         let model = Model::new(
             &cfg,
             VarBuilder::zeros(DType::F32, &Device::Cpu),
-            WeightFormat::Dense,
+            &WeightFormat::Dense,
         )?;
         let ids = Tensor::new(&[[1u32, 2, 3]], &Device::Cpu)?;
         let mut cache = vec![LayerCache::default(); model.layers()];

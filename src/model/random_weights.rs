@@ -43,3 +43,54 @@ pub fn random_var_builder(absent: &[String], dtype: DType, device: &Device) -> V
         device.clone(),
     )
 }
+
+/// Random matmul weights quantized to `dtype` as they are asked for (`bench --random --quant`):
+/// every `[out, in]` weight whose rows are whole blocks; the rest stays dense.
+#[derive(Debug)]
+pub struct RandomQuantized {
+    dtype: candle_core::quantized::GgmlDType,
+    /// Bytes of the quantized tensors handed out, and their element count.
+    bytes: std::sync::atomic::AtomicU64,
+    elements: std::sync::atomic::AtomicU64,
+}
+
+impl RandomQuantized {
+    pub fn new(dtype: candle_core::quantized::GgmlDType) -> Self {
+        Self {
+            dtype,
+            bytes: Default::default(),
+            elements: Default::default(),
+        }
+    }
+
+    /// (bytes, elements) of the quantized weights made so far.
+    pub fn made(&self) -> (u64, u64) {
+        use std::sync::atomic::Ordering::Relaxed;
+        (self.bytes.load(Relaxed), self.elements.load(Relaxed))
+    }
+}
+
+impl super::linear::QuantizedWeights for RandomQuantized {
+    fn is_quantized(&self, _name: &str) -> bool {
+        true
+    }
+
+    fn quantized(
+        &self,
+        _name: &str,
+        (out, inp): (usize, usize),
+    ) -> Result<candle_core::quantized::QTensor> {
+        use std::sync::atomic::Ordering::Relaxed;
+        let a = STD * 3f64.sqrt();
+        let w = Tensor::rand(-a as f32, a as f32, (out, inp), &Device::Cpu)?;
+        let dtype = match inp % self.dtype.block_size() {
+            0 => self.dtype,
+            _ => candle_core::quantized::GgmlDType::F32,
+        };
+        let q = candle_core::quantized::QTensor::quantize(&w, dtype)?;
+        self.bytes
+            .fetch_add(q.storage_size_in_bytes() as u64, Relaxed);
+        self.elements.fetch_add((out * inp) as u64, Relaxed);
+        Ok(q)
+    }
+}

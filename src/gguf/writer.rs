@@ -1,0 +1,248 @@
+//! Writes a safetensors checkpoint as a GGUF the way llama.cpp's `convert_hf_to_gguf.py` lays
+//! one out (ggml-org/llama.cpp@0c1e5709), so that dcoder's loader, and llama.cpp, read it:
+//! the converter's tensor names ([`super::names`]), LLaDA's q/k rows permuted into llama's
+//! interleaved order (`LlamaModel.permute`), the hyper-parameter keys [`super::config`] reads,
+//! and the tokenizer as `tokenizer.ggml.*` with the chat template.
+//!
+//! Types: the `[out, in]` matmul weights in the chosen block type where their rows are whole
+//! blocks; the token embedding and LM head in Q8_0 (their rows are read one token at a time
+//! and the head decides every token, so they keep 8 bits whatever the body's type, as
+//! llama.cpp keeps a wider type for `output.weight`); norms, biases and rows too short for a
+//! block in F32.
+//!
+//! The file is written to `NAME.part` next to the target and renamed when complete, so an
+//! interrupted run never leaves a file a later run takes for whole.
+
+use std::io::Write;
+use std::path::{Path, PathBuf};
+
+use anyhow::{anyhow, bail, Context, Result};
+use candle_core::quantized::gguf_file::{self, Value};
+use candle_core::quantized::{GgmlDType, QTensor};
+use candle_core::safetensors::MmapedSafetensors;
+use candle_core::{DType, Device, Tensor};
+use serde_json::Value as Json;
+
+use super::names::{gguf_name, Permuted};
+use crate::model::Config;
+use crate::registry::Arch;
+use crate::tokenizer::SpecialTokens;
+
+/// gguf-py `TokenType`.
+const NORMAL: i32 = 1;
+const CONTROL: i32 = 3;
+const USER_DEFINED: i32 = 4;
+const UNUSED: i32 = 5;
+
+/// What a GGUF is written from.
+pub struct Export<'a> {
+    pub arch: Arch,
+    pub config: &'a Config,
+    pub weights: &'a [PathBuf],
+    /// The fast tokenizer's JSON (`tokenizer.json` as HF writes it).
+    pub tokenizer: Json,
+    pub special: &'a SpecialTokens,
+    pub chat_template: Option<&'a str>,
+    /// The pre-tokenizer name the tokenizer's split regex has in llama.cpp.
+    pub pre: &'a str,
+}
+
+/// `LlamaModel.permute`: each head's rows from halves to interleaved pairs.
+fn permute(w: &Tensor, heads: usize) -> candle_core::Result<Tensor> {
+    let (out, inp) = w.dims2()?;
+    w.reshape((heads, 2, out / heads / 2, inp))?
+        .transpose(1, 2)?
+        .contiguous()?
+        .reshape((out, inp))
+}
+
+fn hyper_parameters(
+    arch: Arch,
+    config: &Config,
+    has_qk_norm: bool,
+) -> Result<(&'static str, Vec<(String, Value)>)> {
+    let u = |v: usize| Value::U32(v as u32);
+    let f = |v: f64| Value::F32(v as f32);
+    Ok(match config {
+        Config::Llada(c) => (
+            "llada",
+            vec![
+                ("block_count".into(), u(c.n_layers)),
+                ("context_length".into(), u(c.max_sequence_length)),
+                ("embedding_length".into(), u(c.d_model)),
+                ("feed_forward_length".into(), u(c.mlp_hidden())),
+                ("attention.head_count".into(), u(c.n_heads)),
+                ("attention.head_count_kv".into(), u(c.kv_heads())),
+                ("rope.freq_base".into(), f(c.rope_theta)),
+                ("attention.layer_norm_rms_epsilon".into(), f(c.rms_norm_eps)),
+                ("rope.dimension_count".into(), u(c.head_dim())),
+                ("vocab_size".into(), u(c.embedding_rows())),
+            ],
+        ),
+        Config::Qwen(c) => {
+            let arch = match (arch, has_qk_norm) {
+                (Arch::Dream, _) => "dream",
+                (_, true) => "qwen3",
+                (_, false) => "qwen2",
+            };
+            let mut keys = vec![
+                ("block_count".into(), u(c.num_hidden_layers)),
+                ("context_length".into(), u(c.max_position_embeddings)),
+                ("embedding_length".into(), u(c.hidden_size)),
+                ("feed_forward_length".into(), u(c.intermediate_size)),
+                ("attention.head_count".into(), u(c.num_attention_heads)),
+                ("attention.head_count_kv".into(), u(c.kv_heads())),
+                ("rope.freq_base".into(), f(c.rope_theta)),
+                ("attention.layer_norm_rms_epsilon".into(), f(c.rms_norm_eps)),
+            ];
+            if arch == "qwen3" {
+                keys.push(("attention.key_length".into(), u(c.head_dim())));
+                keys.push(("attention.value_length".into(), u(c.head_dim())));
+            }
+            (arch, keys)
+        }
+        Config::Llada2Moe(_) => bail!("writing LLaDA2 (mixture-of-experts) GGUFs is not supported"),
+    })
+}
+
+/// `tokenizer.ggml.*` from a fast tokenizer's JSON, padded to `vocab` tokens.
+fn tokenizer_metadata(export: &Export, vocab: usize) -> Result<Vec<(String, Value)>> {
+    let tok = &export.tokenizer;
+    let mut tokens: Vec<Option<(String, i32)>> = vec![None; vocab];
+    let entries = tok["model"]["vocab"]
+        .as_object()
+        .ok_or_else(|| anyhow!("the tokenizer is not a BPE vocabulary"))?;
+    for (text, id) in entries {
+        if let Some(slot) = id.as_u64().and_then(|i| tokens.get_mut(i as usize)) {
+            *slot = Some((text.clone(), NORMAL));
+        }
+    }
+    for t in tok["added_tokens"].as_array().into_iter().flatten() {
+        let (Some(id), Some(text)) = (t["id"].as_u64(), t["content"].as_str()) else {
+            continue;
+        };
+        let kind = if t["special"] == true {
+            CONTROL
+        } else {
+            USER_DEFINED
+        };
+        if let Some(slot) = tokens.get_mut(id as usize) {
+            *slot = Some((text.to_string(), kind));
+        }
+    }
+    let (texts, types): (Vec<Value>, Vec<Value>) = tokens
+        .into_iter()
+        .enumerate()
+        .map(|(i, t)| {
+            let (text, kind) = t.unwrap_or((format!("[PAD{i}]"), UNUSED));
+            (Value::String(text), Value::I32(kind))
+        })
+        .unzip();
+    let merges: Vec<Value> = tok["model"]["merges"]
+        .as_array()
+        .ok_or_else(|| anyhow!("the tokenizer has no BPE merges"))?
+        .iter()
+        .filter_map(|m| match m {
+            Json::String(s) => Some(s.clone()),
+            Json::Array(p) => Some(format!("{} {}", p.first()?.as_str()?, p.get(1)?.as_str()?)),
+            _ => None,
+        })
+        .map(Value::String)
+        .collect();
+    let s = export.special;
+    let mut keys = vec![
+        (
+            "tokenizer.ggml.model".to_string(),
+            Value::String("gpt2".into()),
+        ),
+        (
+            "tokenizer.ggml.pre".to_string(),
+            Value::String(export.pre.into()),
+        ),
+        ("tokenizer.ggml.tokens".to_string(), Value::Array(texts)),
+        ("tokenizer.ggml.token_type".to_string(), Value::Array(types)),
+        ("tokenizer.ggml.merges".to_string(), Value::Array(merges)),
+        ("tokenizer.ggml.eos_token_id".to_string(), Value::U32(s.eos)),
+        (
+            "tokenizer.ggml.mask_token_id".to_string(),
+            Value::U32(s.mask),
+        ),
+    ];
+    keys.extend(
+        s.bos
+            .map(|b| ("tokenizer.ggml.bos_token_id".to_string(), Value::U32(b))),
+    );
+    keys.extend(
+        s.pad
+            .map(|p| ("tokenizer.ggml.padding_token_id".to_string(), Value::U32(p))),
+    );
+    if let Some(t) = export.chat_template {
+        keys.push((
+            "tokenizer.chat_template".to_string(),
+            Value::String(t.into()),
+        ));
+    }
+    Ok(keys)
+}
+
+/// Writes `export` to `out` with matmul weights in `ty`.
+pub fn write(export: &Export, ty: GgmlDType, out: &Path) -> Result<()> {
+    let config = export.config;
+    let body = config.body();
+    // SAFETY: read-only maps of files dcoder does not write while they are mapped.
+    #[allow(unsafe_code)]
+    let st = unsafe { MmapedSafetensors::multi(export.weights) }.context("opening the weights")?;
+    let mut names: Vec<String> = st.tensors().into_iter().map(|(n, _)| n).collect();
+    names.sort();
+    let has_qk_norm = names.iter().any(|n| n.ends_with("self_attn.q_norm.weight"));
+    let (arch, hyper) = hyper_parameters(export.arch, config, has_qk_norm)?;
+    let mut metadata: Vec<(String, Value)> = vec![
+        ("general.architecture".into(), Value::String(arch.into())),
+        ("general.quantization_version".into(), Value::U32(2)),
+    ];
+    metadata.extend(hyper.into_iter().map(|(k, v)| (format!("{arch}.{k}"), v)));
+    metadata.extend(tokenizer_metadata(export, config.vocab_size())?);
+    let (heads, kv_heads) = match config {
+        Config::Llada(c) => (c.n_heads, c.kv_heads()),
+        _ => (1, 1),
+    };
+    let mut tensors = Vec::with_capacity(names.len());
+    for hf in &names {
+        let (name, permuted) =
+            gguf_name(body, hf).ok_or_else(|| anyhow!("{hf}: no GGUF name for this tensor"))?;
+        let mut w = st.load(hf, &Device::Cpu)?.to_dtype(DType::F32)?;
+        w = match permuted {
+            Permuted::No => w,
+            Permuted::QueryHeads => permute(&w, heads)?,
+            Permuted::KvHeads => permute(&w, kv_heads)?,
+        };
+        let edge = name == "token_embd.weight" || name == "output.weight";
+        let want = match (edge, ty) {
+            (true, GgmlDType::F32 | GgmlDType::F16 | GgmlDType::BF16) => ty,
+            (true, _) => GgmlDType::Q8_0,
+            (false, _) => ty,
+        };
+        let whole = w.rank() == 2 && w.dim(1)? % want.block_size() == 0;
+        let dtype = if whole { want } else { GgmlDType::F32 };
+        let q = QTensor::quantize(&w, dtype).with_context(|| format!("quantizing {hf}"))?;
+        tensors.push((name, q));
+    }
+    let part = out.with_extension("gguf.part");
+    let written = (|| -> Result<()> {
+        let file =
+            std::fs::File::create(&part).with_context(|| format!("creating {}", part.display()))?;
+        let mut w = std::io::BufWriter::new(file);
+        let md: Vec<(&str, &Value)> = metadata.iter().map(|(k, v)| (k.as_str(), v)).collect();
+        let ts: Vec<(&str, &QTensor)> = tensors.iter().map(|(k, v)| (k.as_str(), v)).collect();
+        gguf_file::write(&mut w, &md, &ts).map_err(|e| anyhow!("{e}"))?;
+        w.flush()?;
+        w.get_ref().sync_all()?;
+        Ok(())
+    })();
+    if let Err(e) = written {
+        let _ = std::fs::remove_file(&part);
+        return Err(e.context(format!("writing {}", part.display())));
+    }
+    std::fs::rename(&part, out)
+        .with_context(|| format!("renaming {} to {}", part.display(), out.display()))
+}
