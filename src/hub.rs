@@ -295,15 +295,7 @@ pub fn locate_gguf(repo: &str, revision: &str, quant: &str) -> Result<PathBuf> {
         bail!("{repo}: no {quant} GGUF file in the cache ({}) and HF_HUB_OFFLINE is set; run once with network access", cache_dir().display());
     }
     let api = client()?;
-    let remote = api.repo(Repo::with_revision(
-        repo.to_string(),
-        RepoType::Model,
-        revision.to_string(),
-    ));
-    let info = remote
-        .info()
-        .map_err(|e| anyhow!("cannot list the files of {repo}@{revision}: {e}"))?;
-    let listed: Vec<String> = info.siblings.into_iter().map(|s| s.rfilename).collect();
+    let (remote, listed) = listing(&api, repo, revision)?;
     let name = crate::gguf::choose_file(repo, &listed, quant)?;
     fetch(&api, &remote, &name)
 }
@@ -362,9 +354,8 @@ fn client() -> Result<Api> {
         .context("setting up the Hugging Face client")
 }
 
-/// Downloads every file of `repo` that a run uses and the cache lacks.
-pub fn download(repo: &str, revision: &str) -> Result<()> {
-    let api = client()?;
+/// `repo` at `revision` on the hub, and the names of its files.
+fn listing(api: &Api, repo: &str, revision: &str) -> Result<(ApiRepo, Vec<String>)> {
     let remote = api.repo(Repo::with_revision(
         repo.to_string(),
         RepoType::Model,
@@ -373,7 +364,15 @@ pub fn download(repo: &str, revision: &str) -> Result<()> {
     let info = remote
         .info()
         .map_err(|e| anyhow!("cannot list the files of {repo}@{revision}: {e}"))?;
-    let listed: BTreeSet<String> = info.siblings.into_iter().map(|s| s.rfilename).collect();
+    let listed = info.siblings.into_iter().map(|s| s.rfilename).collect();
+    Ok((remote, listed))
+}
+
+/// Downloads every file of `repo` that a run uses and the cache lacks.
+pub fn download(repo: &str, revision: &str) -> Result<()> {
+    let api = client()?;
+    let (remote, listed) = listing(&api, repo, revision)?;
+    let listed: BTreeSet<String> = listed.into_iter().collect();
     let mut wanted: Vec<String> = vec![CONFIG.to_string()];
     wanted.extend(
         OPTIONAL

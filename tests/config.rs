@@ -2,30 +2,16 @@
 //! it is looked for) and `dcoder completions`.
 
 use std::path::{Path, PathBuf};
-use std::process::{Command, Output};
+use std::process::Output;
 
 use serde_json::Value;
 
-type Result<T = ()> = std::result::Result<T, Box<dyn std::error::Error>>;
+mod common;
+
+use common::{dcoder, stderr, Result};
 
 fn fixture() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/llada-tiny")
-}
-
-/// The binary with `home` as HOME, XDG_CONFIG_HOME and HF cache.
-fn dcoder(home: &Path) -> Command {
-    let mut cmd = Command::new(env!("CARGO_BIN_EXE_dcoder"));
-    cmd.env("HOME", home)
-        .env("XDG_CONFIG_HOME", home)
-        .env("HF_HOME", home)
-        .env("HF_HUB_OFFLINE", "1")
-        .env_remove("DCODER_MODEL")
-        .env_remove("DCODER_ENDPOINT");
-    cmd
-}
-
-fn stderr(out: &Output) -> String {
-    String::from_utf8_lossy(&out.stderr).into_owned()
 }
 
 /// Writes `$home/dcoder/config.toml`, the default place under XDG_CONFIG_HOME.

@@ -8,9 +8,8 @@
 mod openai_server;
 
 use std::net::TcpListener;
-use std::path::{Path, PathBuf};
-use std::process::{Command, Output};
-use std::time::{Duration, Instant};
+use std::process::Output;
+use std::time::Duration;
 
 use serde_json::{json, Value};
 
@@ -18,24 +17,10 @@ use openai_server::{
     canvas, chunk, done, gated_mercury, mercury, sse, stream_head, Part, Reply, Server, FINAL,
 };
 
-type Result<T = ()> = std::result::Result<T, Box<dyn std::error::Error>>;
+mod common;
 
-fn dcoder(home: &Path) -> Command {
-    let mut cmd = Command::new(env!("CARGO_BIN_EXE_dcoder"));
-    cmd.env("HOME", home)
-        .env("XDG_CONFIG_HOME", home)
-        .env("HF_HOME", home)
-        .env("HF_HUB_OFFLINE", "1")
-        .env_remove("DCODER_MODEL")
-        .env_remove("DCODER_ENDPOINT")
-        .env_remove("DCODER_API_KEY")
-        .env_remove("INCEPTION_API_KEY");
-    cmd
-}
-
-fn stderr(out: &Output) -> String {
-    String::from_utf8_lossy(&out.stderr).into_owned()
-}
+use common::tmux::{exited, Tmux};
+use common::{dcoder, stderr, Result};
 
 /// A failed run: non-zero exit, one `error:` line containing every needle, stdout empty.
 fn assert_one_line_error(out: &Output, needles: &[&str]) {
@@ -316,78 +301,8 @@ fn the_inception_preset_reads_inception_api_key() -> Result {
 
 // ---- The live view, in a pseudo-terminal (tmux), as tests/tui.rs drives it. ----
 
-struct Tmux {
-    socket: PathBuf,
-    _dir: tempfile::TempDir,
-}
-
-impl Tmux {
-    fn start(home: &Path) -> Result<Tmux> {
-        let dir = tempfile::tempdir()?;
-        let socket = dir.path().join("tmux.sock");
-        let shell = format!(
-            "env -i PATH=/usr/bin:/bin TERM=xterm-256color HOME={home} XDG_CONFIG_HOME={home} PS1='$ ' bash --norc --noprofile",
-            home = home.display()
-        );
-        let status = Command::new("tmux")
-            .arg("-S")
-            .arg(&socket)
-            .args(["new-session", "-d", "-x", "100", "-y", "30", &shell])
-            .status()
-            .map_err(|e| format!("tmux is needed for this test (.ci/run installs it): {e}"))?;
-        assert!(status.success(), "tmux did not start");
-        Ok(Tmux { socket, _dir: dir })
-    }
-
-    fn tmux(&self) -> Command {
-        let mut cmd = Command::new("tmux");
-        cmd.arg("-S").arg(&self.socket);
-        cmd
-    }
-
-    fn line(&self, text: &str) -> Result {
-        self.tmux().args(["send-keys", "-l", text]).status()?;
-        self.tmux().args(["send-keys", "Enter"]).status()?;
-        Ok(())
-    }
-
-    fn keys(&self, keys: &[&str]) -> Result {
-        self.tmux().arg("send-keys").args(keys).status()?;
-        Ok(())
-    }
-
-    fn screen(&self) -> Result<String> {
-        let out = self.tmux().args(["capture-pane", "-p", "-J"]).output()?;
-        Ok(String::from_utf8_lossy(&out.stdout).into_owned())
-    }
-
-    fn wait_for(&self, what: &str, pred: impl Fn(&str) -> bool) -> Result<String> {
-        let start = Instant::now();
-        loop {
-            let screen = self.screen()?;
-            if pred(&screen) {
-                return Ok(screen);
-            }
-            if start.elapsed() > Duration::from_secs(60) {
-                return Err(format!("timed out waiting for {what}; screen:\n{screen}").into());
-            }
-            std::thread::sleep(Duration::from_millis(40));
-        }
-    }
-}
-
-impl Drop for Tmux {
-    fn drop(&mut self) {
-        let _ = self.tmux().arg("kill-server").status();
-    }
-}
-
-fn exited(screen: &str) -> Option<u32> {
-    screen.split("status:").skip(1).find_map(|rest| {
-        let digits: String = rest.chars().take_while(char::is_ascii_digit).collect();
-        digits.parse().ok()
-    })
-}
+/// How long the live view may take to show what a test waits for.
+const LONG: Duration = Duration::from_secs(60);
 
 #[test]
 fn the_live_view_shows_the_intermediate_canvases_then_the_answer() -> Result {
@@ -401,7 +316,7 @@ fn the_live_view_shows_the_intermediate_canvases_then_the_answer() -> Result {
         server.url
     ))?;
     // The first canvas: its text, its noise drawn as masks, and the step count in the status.
-    let first = t.wait_for("the first canvas", |s| s.contains("step 1/4"))?;
+    let first = t.wait_for("the first canvas", LONG, |s| s.contains("step 1/4"))?;
     assert!(first.contains('░'), "noise is drawn masked:\n{first}");
     assert!(first.contains("mercury-coder"), "{first}");
     assert!(first.contains("step 1/4 · "), "{first}");
@@ -416,7 +331,7 @@ fn the_live_view_shows_the_intermediate_canvases_then_the_answer() -> Result {
         "{first}"
     );
     open.send(())?;
-    let done = t.wait_for("the run to end", |s| exited(s).is_some())?;
+    let done = t.wait_for("the run to end", LONG, |s| exited(s).is_some())?;
     assert_eq!(exited(&done), Some(0), "{done}");
     assert!(done.contains("return a + b"), "the answer stays:\n{done}");
     assert!(!done.contains('░'), "the view is gone:\n{done}");
@@ -434,20 +349,20 @@ fn the_chat_sends_the_earlier_turns_and_esc_cancels() -> Result {
         env!("CARGO_BIN_EXE_dcoder"),
         server.url
     ))?;
-    t.wait_for("the chat", |s| s.contains("Ask for some code"))?;
+    t.wait_for("the chat", LONG, |s| s.contains("Ask for some code"))?;
     t.line("write add")?;
-    t.wait_for("the first answer", |s| {
+    t.wait_for("the first answer", LONG, |s| {
         s.contains("return a + b") && s.contains("steps")
     })?;
     t.line("now subtract")?;
-    t.wait_for("the second answer's first canvas", |s| {
+    t.wait_for("the second answer's first canvas", LONG, |s| {
         s.contains("step 1/4")
     })?;
     t.keys(&["Escape"])?;
-    t.wait_for("the cancel", |s| s.contains("cancelled"))?;
+    t.wait_for("the cancel", LONG, |s| s.contains("cancelled"))?;
     drop(open);
     t.keys(&["C-c"])?;
-    let done = t.wait_for("the chat to end", |s| exited(s).is_some())?;
+    let done = t.wait_for("the chat to end", LONG, |s| exited(s).is_some())?;
     assert_eq!(exited(&done), Some(0), "{done}");
     let seen = server.seen();
     assert_eq!(seen.len(), 2);

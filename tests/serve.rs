@@ -9,23 +9,9 @@ use std::time::{Duration, Instant};
 
 use serde_json::{json, Value};
 
-type Result<T = ()> = std::result::Result<T, Box<dyn std::error::Error>>;
+mod common;
 
-fn fixture(name: &str) -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR"))
-        .join("tests/fixtures")
-        .join(name)
-}
-
-/// The binary with an empty HF cache and no network use.
-fn dcoder(home: &Path) -> Command {
-    let mut cmd = Command::new(env!("CARGO_BIN_EXE_dcoder"));
-    cmd.env("HF_HOME", home)
-        .env("HF_HUB_OFFLINE", "1")
-        .env_remove("DCODER_MODEL")
-        .env_remove("DCODER_API_KEY");
-    cmd
-}
+use common::{dcoder, fixture, Result};
 
 /// The flags every test serves and runs with: short canvases so the tests stay fast.
 const FLAGS: [&str; 6] = ["--gen-length", "16", "--steps", "16", "--block-length", "8"];
@@ -569,8 +555,6 @@ fn dcoder_itself_is_a_client_of_dcoder_serve() -> Result {
     let local = cli_json("llada-tiny", &["hello"])?;
     let home = tempfile::tempdir()?;
     let out = dcoder(home.path())
-        .env("XDG_CONFIG_HOME", home.path())
-        .env_remove("DCODER_ENDPOINT")
         .args(["--endpoint", &format!("http://{}/v1", server.addr)])
         .args(["--model", "llada-tiny", "--json", "hello"])
         .output()?;

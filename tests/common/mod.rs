@@ -1,6 +1,11 @@
 //! What the CLI test files share: the binary in an empty HF cache, clean-error checks, and the
 //! flags of a parity case.
 
+// Each test file uses a part of what is here.
+#![allow(dead_code)]
+
+pub mod tmux;
+
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 
@@ -14,16 +19,20 @@ pub fn fixture(name: &str) -> PathBuf {
         .join(name)
 }
 
-/// The binary with an empty HF cache and no network use, so tests never touch the real cache.
+/// The binary with `home` as HOME, config folder and HF cache, no network use, and none of the
+/// user's model, endpoint or key variables, so tests never touch real caches or settings.
 pub fn dcoder(home: &Path) -> Command {
     let mut cmd = Command::new(env!("CARGO_BIN_EXE_dcoder"));
-    cmd.env("HF_HOME", home)
-        .env("HF_HUB_OFFLINE", "1")
-        // No config file of the user's, no endpoint from the environment.
+    cmd.env("HOME", home)
         .env("XDG_CONFIG_HOME", home)
+        .env("HF_HOME", home)
+        .env("HF_HUB_OFFLINE", "1")
+        .env_remove("XDG_CACHE_HOME")
+        .env_remove("DCODER_CACHE")
         .env_remove("DCODER_MODEL")
         .env_remove("DCODER_ENDPOINT")
-        .env_remove("DCODER_API_KEY");
+        .env_remove("DCODER_API_KEY")
+        .env_remove("INCEPTION_API_KEY");
     cmd
 }
 
