@@ -445,7 +445,12 @@ pub struct ServeArgs {
     pub port: u16,
 
     /// Require `Authorization: Bearer KEY` on every /v1 request.
-    #[arg(long, env = "DCODER_API_KEY", hide_env_values = true, value_name = "KEY")]
+    #[arg(
+        long,
+        env = "DCODER_API_KEY",
+        hide_env_values = true,
+        value_name = "KEY"
+    )]
     pub api_key: Option<String>,
 
     /// Requests that may wait while one runs; beyond that the server answers 503.

@@ -75,8 +75,7 @@ struct Response {
 
 impl Response {
     fn json(&self) -> Result<Value> {
-        Ok(serde_json::from_str(&self.body)
-            .map_err(|e| format!("{e}: body was {}", self.body))?)
+        Ok(serde_json::from_str(&self.body).map_err(|e| format!("{e}: body was {}", self.body))?)
     }
 
     fn header(&self, name: &str) -> Option<&str> {
@@ -97,7 +96,13 @@ impl Response {
 }
 
 /// Opens a connection and sends a request; the caller reads the answer.
-fn send(addr: &str, method: &str, path: &str, headers: &[(&str, &str)], body: &str) -> Result<TcpStream> {
+fn send(
+    addr: &str,
+    method: &str,
+    path: &str,
+    headers: &[(&str, &str)],
+    body: &str,
+) -> Result<TcpStream> {
     let mut stream = TcpStream::connect(addr)?;
     stream.set_read_timeout(Some(Duration::from_secs(120)))?;
     let mut head = format!(
@@ -114,7 +119,13 @@ fn send(addr: &str, method: &str, path: &str, headers: &[(&str, &str)], body: &s
 }
 
 /// A whole request and response (chunked bodies are de-chunked).
-fn request(addr: &str, method: &str, path: &str, headers: &[(&str, &str)], body: &str) -> Result<Response> {
+fn request(
+    addr: &str,
+    method: &str,
+    path: &str,
+    headers: &[(&str, &str)],
+    body: &str,
+) -> Result<Response> {
     let mut stream = send(addr, method, path, headers, body)?;
     let mut raw = Vec::new();
     stream.read_to_end(&mut raw)?;
@@ -133,7 +144,11 @@ fn request(addr: &str, method: &str, path: &str, headers: &[(&str, &str)], body:
     let chunked = headers
         .iter()
         .any(|(k, v)| k.eq_ignore_ascii_case("transfer-encoding") && v.contains("chunked"));
-    let body = if chunked { dechunk(body)? } else { body.to_string() };
+    let body = if chunked {
+        dechunk(body)?
+    } else {
+        body.to_string()
+    };
     Ok(Response {
         status,
         headers,
@@ -176,13 +191,21 @@ fn cli_json(model: &str, args: &[&str]) -> Result<Value> {
         .arg("--json")
         .args(args)
         .output()?;
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     Ok(serde_json::from_slice(&out.stdout)?)
 }
 
 /// The content deltas of a chat stream, joined; checks the stream's framing on the way.
 fn streamed_text(events: &[String]) -> Result<(String, Value)> {
-    assert_eq!(events.last().map(String::as_str), Some("[DONE]"), "{events:?}");
+    assert_eq!(
+        events.last().map(String::as_str),
+        Some("[DONE]"),
+        "{events:?}"
+    );
     let chunks: Vec<Value> = events[..events.len() - 1]
         .iter()
         .map(|e| serde_json::from_str(e))
@@ -209,7 +232,10 @@ fn a_chat_completion_equals_the_cli_answer_streamed_or_not() -> Result {
     assert_eq!(whole["object"], "chat.completion");
     assert_eq!(whole["choices"][0]["message"]["content"], cli["text"]);
     assert_eq!(whole["choices"][0]["message"]["role"], "assistant");
-    let prompt_tokens = cli["prompt_tokens"].as_array().ok_or("prompt_tokens")?.len();
+    let prompt_tokens = cli["prompt_tokens"]
+        .as_array()
+        .ok_or("prompt_tokens")?
+        .len();
     assert_eq!(whole["usage"]["prompt_tokens"], prompt_tokens);
     assert_eq!(whole["usage"]["completion_tokens"], cli["answer_tokens"]);
     // The resolved settings are echoed, and are the CLI's.
@@ -239,16 +265,30 @@ fn a_plain_stream_sends_each_block_when_it_is_final() -> Result {
     body["steps"] = json!(32);
     let cli = cli_json(
         "llada-tiny",
-        &["--suppress-eos", "--gen-length", "32", "--steps", "32", "hello"],
+        &[
+            "--suppress-eos",
+            "--gen-length",
+            "32",
+            "--steps",
+            "32",
+            "hello",
+        ],
     )?;
-    assert_eq!(cli["answer_tokens"], 32, "the case needs an answer over every block");
+    assert_eq!(
+        cli["answer_tokens"], 32,
+        "the case needs an answer over every block"
+    );
     let events = post(&server.addr, "/v1/chat/completions", &body)?.events();
     let (text, _) = streamed_text(&events)?;
     assert_eq!(text, cli["text"].as_str().ok_or("text")?);
     let deltas = events
         .iter()
         .filter_map(|e| serde_json::from_str::<Value>(e).ok())
-        .filter(|c| c["choices"][0]["delta"]["content"].as_str().is_some_and(|t| !t.is_empty()))
+        .filter(|c| {
+            c["choices"][0]["delta"]["content"]
+                .as_str()
+                .is_some_and(|t| !t.is_empty())
+        })
         .count();
     // One delta as each of the first three blocks is final, the last block's with the end.
     assert_eq!(deltas, 4, "{events:?}");
@@ -274,8 +314,13 @@ fn diffusing_chunks_carry_every_canvas_in_mercurys_format() -> Result {
     let mut progress = 0.0;
     for (i, c) in frames.iter().enumerate() {
         assert_eq!(c["diffusion_meta"]["diffusion_content"], true);
-        let p = c["diffusion_meta"]["diffusion_progress"].as_f64().ok_or("progress")?;
-        assert!((progress..=1.0).contains(&p), "progress went from {progress} to {p}");
+        let p = c["diffusion_meta"]["diffusion_progress"]
+            .as_f64()
+            .ok_or("progress")?;
+        assert!(
+            (progress..=1.0).contains(&p),
+            "progress went from {progress} to {p}"
+        );
         progress = p;
         let frame = &c["dcoder"];
         assert_eq!(frame["step"], i + 1);
@@ -289,7 +334,9 @@ fn diffusing_chunks_carry_every_canvas_in_mercurys_format() -> Result {
         assert_eq!(revealed, i + 1, "one token per step");
     }
     // Masks show as the placeholder early on; the last content chunk is the answer.
-    let first = frames[0]["choices"][0]["delta"]["content"].as_str().ok_or("content")?;
+    let first = frames[0]["choices"][0]["delta"]["content"]
+        .as_str()
+        .ok_or("content")?;
     assert!(first.contains('\u{2591}') || first.is_empty(), "{first}");
     let contents: Vec<&str> = chunks
         .iter()
@@ -304,7 +351,11 @@ fn diffusing_chunks_carry_every_canvas_in_mercurys_format() -> Result {
 #[test]
 fn completions_and_fim_equal_the_cli_with_and_without_a_suffix() -> Result {
     let server = Server::start("llada-tiny", &[])?;
-    let plain = post(&server.addr, "/v1/completions", &json!({ "prompt": "def add(a, b):" }))?;
+    let plain = post(
+        &server.addr,
+        "/v1/completions",
+        &json!({ "prompt": "def add(a, b):" }),
+    )?;
     assert_eq!(plain.status, 200, "{}", plain.body);
     let plain = plain.json()?;
     assert_eq!(plain["object"], "text_completion");
@@ -318,11 +369,21 @@ fn completions_and_fim_equal_the_cli_with_and_without_a_suffix() -> Result {
     )?;
     assert_eq!(fim.status, 200, "{}", fim.body);
     let fim = fim.json()?;
-    let cli_fim = cli_json("llada-tiny", &["--suffix", "\n    return c\n", "def add(a, b):"])?;
+    let cli_fim = cli_json(
+        "llada-tiny",
+        &["--suffix", "\n    return c\n", "def add(a, b):"],
+    )?;
     assert_eq!(fim["choices"][0]["text"], cli_fim["text"]);
     // The suffix is seen: the same prompt without it gives other tokens.
-    assert_ne!(cli_fim["tokens"], cli["tokens"], "the suffix changed nothing");
-    let missing = post(&server.addr, "/v1/fim/completions", &json!({ "prompt": "x" }))?;
+    assert_ne!(
+        cli_fim["tokens"], cli["tokens"],
+        "the suffix changed nothing"
+    );
+    let missing = post(
+        &server.addr,
+        "/v1/fim/completions",
+        &json!({ "prompt": "x" }),
+    )?;
     assert_eq!(missing.status, 400);
     assert_eq!(missing.json()?["error"]["param"], "suffix");
     Ok(())
@@ -337,7 +398,10 @@ fn a_block_diffusion_model_refuses_to_infill() -> Result {
         &json!({ "prompt": "a", "suffix": "b" }),
     )?;
     assert_eq!(r.status, 400, "{}", r.body);
-    let message = r.json()?["error"]["message"].as_str().unwrap_or_default().to_string();
+    let message = r.json()?["error"]["message"]
+        .as_str()
+        .unwrap_or_default()
+        .to_string();
     assert!(message.contains("cannot infill"), "{message}");
     Ok(())
 }
@@ -348,7 +412,10 @@ fn assert_error(r: &Response, status: u16, needle: &str) -> Result {
     let body = r.json()?;
     let message = body["error"]["message"].as_str().ok_or("error.message")?;
     assert!(body["error"]["type"].is_string(), "{body}");
-    assert!(message.contains(needle), "'{message}' should mention '{needle}'");
+    assert!(
+        message.contains(needle),
+        "'{message}' should mention '{needle}'"
+    );
     Ok(())
 }
 
@@ -357,8 +424,16 @@ fn bad_requests_get_openai_errors_and_the_server_keeps_serving() -> Result {
     let server = Server::start("llada-tiny", &[])?;
     let a = &server.addr;
     let chat = "/v1/chat/completions";
-    assert_error(&request(a, "POST", chat, &[], "{not json")?, 400, "not valid JSON")?;
-    assert_error(&post(a, chat, &json!({ "messages": "hello" }))?, 400, "invalid type")?;
+    assert_error(
+        &request(a, "POST", chat, &[], "{not json")?,
+        400,
+        "not valid JSON",
+    )?;
+    assert_error(
+        &post(a, chat, &json!({ "messages": "hello" }))?,
+        400,
+        "invalid type",
+    )?;
     assert_error(&post(a, chat, &json!({}))?, 400, "messages")?;
     let mut n = chat_body("hi");
     n["n"] = json!(2);
@@ -374,7 +449,11 @@ fn bad_requests_get_openai_errors_and_the_server_keeps_serving() -> Result {
     let mut other = chat_body("hi");
     other["model"] = json!("gpt-4");
     assert_error(&post(a, chat, &other)?, 404, "not served here")?;
-    assert_error(&request(a, "GET", "/v1/nothing", &[], "")?, 404, "no such endpoint")?;
+    assert_error(
+        &request(a, "GET", "/v1/nothing", &[], "")?,
+        404,
+        "no such endpoint",
+    )?;
     let long = "word ".repeat(5000);
     assert_error(&post(a, chat, &chat_body(&long))?, 413, "more than")?;
     let mut role = chat_body("hi");
@@ -431,8 +510,7 @@ fn four_concurrent_clients_all_get_their_own_answers() -> Result {
             // Half of them stream.
             body["stream"] = json!(i % 2 == 1);
             std::thread::spawn(move || -> std::result::Result<(u16, String), String> {
-                let r = post(&addr, "/v1/chat/completions", &body)
-                    .map_err(|e| e.to_string())?;
+                let r = post(&addr, "/v1/chat/completions", &body).map_err(|e| e.to_string())?;
                 let text = if i % 2 == 1 {
                     streamed_text(&r.events()).map_err(|e| e.to_string())?.0
                 } else {
@@ -484,14 +562,23 @@ fn a_full_queue_answers_503_and_a_client_that_hangs_up_frees_the_model() -> Resu
             let addr = server.addr.clone();
             std::thread::spawn(move || {
                 post(&addr, "/v1/chat/completions", &chat_body("hello"))
-                    .map(|r| (r.status, r.header("retry-after").map(str::to_string), r.body))
+                    .map(|r| {
+                        (
+                            r.status,
+                            r.header("retry-after").map(str::to_string),
+                            r.body,
+                        )
+                    })
                     .map_err(|e| e.to_string())
             })
         })
         .collect();
     let start = Instant::now();
     while !waiting.iter().any(|h| h.is_finished()) {
-        assert!(start.elapsed() < Duration::from_secs(60), "no request was refused");
+        assert!(
+            start.elapsed() < Duration::from_secs(60),
+            "no request was refused"
+        );
         std::thread::sleep(Duration::from_millis(20));
     }
     // Hanging up on the long job lets the queued request run.
@@ -502,14 +589,19 @@ fn a_full_queue_answers_503_and_a_client_that_hangs_up_frees_the_model() -> Resu
         if status == 503 {
             assert!(retry.is_some(), "503 without Retry-After");
             let v: Value = serde_json::from_str(&body)?;
-            assert!(v["error"]["message"].as_str().is_some_and(|m| m.contains("queue")));
+            assert!(v["error"]["message"]
+                .as_str()
+                .is_some_and(|m| m.contains("queue")));
         }
         statuses.push(status);
     }
     statuses.sort();
     assert_eq!(statuses, [200, 503]);
     // And the model serves the next one too.
-    assert_eq!(post(&server.addr, "/v1/chat/completions", &chat_body("hello"))?.status, 200);
+    assert_eq!(
+        post(&server.addr, "/v1/chat/completions", &chat_body("hello"))?.status,
+        200
+    );
     Ok(())
 }
 
@@ -540,11 +632,18 @@ fn the_official_openai_client_talks_to_dcoder_serve() -> Result {
         .env("OPENAI_API_KEY", "k")
         .output()?;
     let stdout = String::from_utf8_lossy(&out.stdout);
-    assert!(out.status.success(), "{stdout}\n{}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "{stdout}\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     let report: Value = serde_json::from_str(stdout.trim())?;
     assert_eq!(report["whole"], cli["text"]);
     assert_eq!(report["streamed"], cli["text"]);
-    assert_eq!(report["models"], json!([fixture("llada-tiny").display().to_string()]));
+    assert_eq!(
+        report["models"],
+        json!([fixture("llada-tiny").display().to_string()])
+    );
     assert_eq!(report["wrong_key"], 401);
     Ok(())
 }
@@ -558,7 +657,11 @@ fn dcoder_itself_is_a_client_of_dcoder_serve() -> Result {
         .args(["--endpoint", &format!("http://{}/v1", server.addr)])
         .args(["--model", "llada-tiny", "--json", "hello"])
         .output()?;
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     let remote: Value = serde_json::from_slice(&out.stdout)?;
     assert_eq!(remote["text"], local["text"]);
     // The server's frames carry its step count.

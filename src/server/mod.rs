@@ -62,7 +62,11 @@ pub fn router(app: Arc<App>) -> Router {
         .merge(v1)
         .route("/health", get(health))
         .fallback(|request: Request| async move {
-            ApiError::not_found(format!("no such endpoint: {} {}", request.method(), request.uri().path()))
+            ApiError::not_found(format!(
+                "no such endpoint: {} {}",
+                request.method(),
+                request.uri().path()
+            ))
         })
         .with_state(app)
 }
@@ -230,7 +234,9 @@ async fn respond(
         let body = futures_util::stream::unfold(chunks, |mut chunks| async move {
             chunks.next().await.map(|event| (event, chunks))
         });
-        return Ok(Sse::new(body).keep_alive(KeepAlive::default()).into_response());
+        return Ok(Sse::new(body)
+            .keep_alive(KeepAlive::default())
+            .into_response());
     }
     loop {
         match receiver.recv().await {

@@ -63,7 +63,10 @@ impl Served {
     /// `apply_chat_template(messages, add_generation_prompt=True)` renders it.
     pub fn chat_prompt(&self, messages: &[ChatMessage]) -> Result<Vec<u32>, ApiError> {
         if messages.is_empty() {
-            return Err(ApiError::bad_field("messages", "messages: the list is empty"));
+            return Err(ApiError::bad_field(
+                "messages",
+                "messages: the list is empty",
+            ));
         }
         let Some(template) = &self.template else {
             return Err(ApiError::bad_request(format!(
@@ -81,7 +84,9 @@ impl Served {
                     other => {
                         return Err(ApiError::bad_field(
                             "messages",
-                            format!("messages: role '{other}' is not supported (system, user, assistant)"),
+                            format!(
+                            "messages: role '{other}' is not supported (system, user, assistant)"
+                        ),
                         ))
                     }
                 };

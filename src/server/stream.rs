@@ -198,10 +198,9 @@ impl Chunks {
             Event::Step { frame, committed } => {
                 if self.diffusing {
                     let Some(frame) = frame else { return };
-                    let mut chunk = self.meta.chunk(
-                        Some(canvas_text(&frame, &self.meta.placeholder)),
-                        role,
-                    );
+                    let mut chunk = self
+                        .meta
+                        .chunk(Some(canvas_text(&frame, &self.meta.placeholder)), role);
                     let progress = if frame.total > 0 {
                         (frame.step as f64 / frame.total as f64).min(1.0)
                     } else {
