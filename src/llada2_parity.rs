@@ -52,15 +52,7 @@ fn parsed(v: &Value) -> Value {
 }
 
 fn ids(v: &Value) -> Vec<u32> {
-    parsed(v)
-        .as_array()
-        .map(|a| {
-            a.iter()
-                .filter_map(Value::as_u64)
-                .map(|x| x as u32)
-                .collect()
-        })
-        .unwrap_or_default()
+    crate::parity::ids(&parsed(v))
 }
 
 /// The additive block-causal bias (0 / -inf) of `n` positions in blocks of `bs` from 0.

@@ -59,7 +59,7 @@ pub(crate) fn plan(session: &Session, flags: &Defaults) -> Result<Plan> {
     plan_for(session.arch, &session.defaults, flags, 0)
 }
 
-fn ids(v: &Value) -> Vec<u32> {
+pub(crate) fn ids(v: &Value) -> Vec<u32> {
     v.as_array()
         .map(|a| {
             a.iter()
