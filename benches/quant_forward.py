@@ -8,7 +8,9 @@ type's time as a ratio against f32 of the same row count.
 
 Each run is `dcoder bench --random SHAPE --forward ROWS --past PAST --head-rows ROWS --threads T
 --repeats 3 --json` plus `--dtype f32|bf16` or `--quant TYPE`; a type's time is the best median
-over the rounds.
+over the rounds. `TYPE@candle` / `TYPE@tiled` force one kernel for every quantized product
+(`--qmatmul`), to compare candle's kernel with dcoder's tiled one in the same run. The first line
+printed names the CPU's feature set.
 """
 import argparse
 import json
@@ -16,12 +18,24 @@ import subprocess
 
 
 def run(args, rows, kind):
+    kind, _, kernel = kind.partition("@")
     flag = ["--dtype", kind] if kind in ("f32", "bf16") else ["--quant", kind]
+    if kernel:
+        flag += ["--qmatmul", kernel]
     cmd = [args.bin, "bench", "--random", args.shape, "--forward", str(rows), "--past",
            str(args.past), "--head-rows", str(rows), "--threads", str(args.threads), "--repeats",
            "3", "--json"] + flag
     out = subprocess.run(cmd, check=True, capture_output=True, text=True).stdout
-    return json.loads(out)
+    report = json.loads(out)
+    if kernel:
+        report["kernel"] += f" ({kernel})"
+    return report
+
+
+def cpu_features():
+    with open("/proc/cpuinfo") as f:
+        words = set(f.read().split())
+    return " ".join(sorted(w for w in words if w == "avx2" or w.startswith("avx512"))) or "none"
 
 
 def main():
@@ -42,6 +56,8 @@ def main():
                 key = (rows, kind)
                 if key not in best or r["forward_s"] < best[key]["forward_s"]:
                     best[key] = r
+    print(f"CPU features: {cpu_features()}; {args.threads} thread(s); shape {args.shape}, past {args.past}")
+    print()
     print(f"| rows | type | kernel | weights | peak RSS | s / forward | f32 / this |")
     print("|---:|---|---|---:|---:|---:|---:|")
     for rows in args.rows:

@@ -1,6 +1,6 @@
 //! Command-line interface: clap types only, no behaviour.
 
-use clap::{Args, Parser, Subcommand};
+use clap::{Args, Parser, Subcommand, ValueEnum};
 
 use std::path::PathBuf;
 
@@ -415,6 +415,19 @@ pub struct BenchArgs {
     /// Print one JSON object.
     #[arg(long)]
     pub json: bool,
+
+    /// The kernel of quantized products: `auto` (dcoder's tiled kernel from 8 rows, candle's
+    /// below), or one of them for every product, to compare them in one run.
+    #[arg(long, value_enum, default_value_t = QMatmul::Auto)]
+    pub qmatmul: QMatmul,
+}
+
+/// `dcoder bench --qmatmul`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum QMatmul {
+    Auto,
+    Candle,
+    Tiled,
 }
 
 const SERVE_AFTER_HELP: &str = "\

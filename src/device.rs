@@ -64,14 +64,43 @@ pub fn pick_dtype(spec: Option<&str>, device: &Device, prefer_bf16: bool) -> Res
 /// reading gigabytes rather than letting the system swap or kill the process.
 pub fn ensure_fits(elements: usize, dtype: DType, device: &Device) -> Result<()> {
     let need = elements as u64 * dtype.size_in_bytes() as u64;
-    match available_memory().filter(|&a| device.is_cpu() && need > a / 20 * 19) {
+    match available_memory().filter(|&a| device.is_cpu() && need > usable(a)) {
         Some(avail) => bail!(
-            "the weights need {} in {} but only {} of memory is free; this model does not fit on this machine (use a smaller model, a quantized GGUF file, or a GPU)",
+            "the weights need {} in {} but only {} of memory is free; {}",
             indicatif::HumanBytes(need),
             dtype.as_str(),
-            indicatif::HumanBytes(avail)
+            indicatif::HumanBytes(avail),
+            fitting_quant(elements as u64, avail)
         ),
         None => Ok(()),
+    }
+}
+
+/// What a load may take of the free memory: the rest is for activations, caches and the OS.
+fn usable(avail: u64) -> u64 {
+    avail / 20 * 19
+}
+
+/// GGUF block types from the most to the least precise, with their bits per weight
+/// (ggml-common.h: Q8_0 34 bytes per 32 weights, Q6_K 210 and Q4_K 144 per 256).
+pub const QUANT_BITS: [(&str, f64); 3] = [("q8_0", 8.5), ("q6_k", 6.5625), ("q4_k", 4.5)];
+
+/// The advice for weights of `elements` that do not fit `avail` bytes: the most precise
+/// `--quant` type that fits, or that none does.
+pub fn fitting_quant(elements: u64, avail: u64) -> String {
+    let size = |bits: f64| (elements as f64 * bits / 8.0) as u64;
+    match QUANT_BITS
+        .iter()
+        .find(|(_, bits)| size(*bits) <= usable(avail))
+    {
+        Some((name, bits)) => format!(
+            "--quant {name} (about {}) fits: use it, a smaller model, or a GPU",
+            indicatif::HumanBytes(size(*bits))
+        ),
+        None => format!(
+            "not even --quant q4_k (about {}) fits: use a smaller model or a GPU",
+            indicatif::HumanBytes(size(4.5))
+        ),
     }
 }
 
@@ -101,5 +130,15 @@ mod tests {
         assert_eq!(describe(&pick_device("cpu")?), "cpu");
         assert!(pick_device("tpu").is_err());
         Ok(())
+    }
+
+    /// A model that does not fit is told the most precise type that does.
+    #[test]
+    fn advice_names_the_type_that_fits() {
+        let giga = 1_000_000_000;
+        assert!(fitting_quant(16 * giga, 24 * giga).starts_with("--quant q8_0 "));
+        assert!(fitting_quant(16 * giga, 14 * giga).starts_with("--quant q6_k "));
+        assert!(fitting_quant(16 * giga, 10 * giga).starts_with("--quant q4_k "));
+        assert!(fitting_quant(16 * giga, 8 * giga).starts_with("not even --quant q4_k"));
     }
 }

@@ -12,7 +12,9 @@ use serde_json::Value;
 
 use crate::chat_template::ChatTemplate;
 use crate::conversation::Conversation;
-use crate::device::{available_memory, describe, ensure_fits, pick_device, pick_dtype};
+use crate::device::{
+    available_memory, describe, ensure_fits, fitting_quant, pick_device, pick_dtype,
+};
 use crate::diffusion::{self, Generation, Plan, Step};
 use crate::gguf::{self, weights::GgufBackend, GgufModel};
 use crate::hub::{self, Source};
@@ -170,15 +172,37 @@ impl Checkpoint {
             bail!("--quant {quant}: {} is already a GGUF", hf.label);
         };
         let path = gguf::cache::path_for(source, files, ty)?;
-        if !path.is_file() {
-            eprintln!(
-                "quantizing {} to {quant} once: {}",
-                hf.label,
-                path.display()
-            );
-            hf.write_gguf(ty, &path)?;
-        }
-        let mut checkpoint = Self::from_gguf(source, &path, Some(hf.arch))?;
+        // The file is written under a temporary name and renamed when whole, so a cut-off
+        // write never has this name; a cached file that still fails the reader's checks (every
+        // tensor inside the file, a known type) was damaged afterwards and is written again.
+        let cached = match path.is_file() {
+            true => match Self::from_gguf(source, &path, Some(hf.arch)) {
+                Ok(checkpoint) => Some(checkpoint),
+                Err(err) => {
+                    eprintln!(
+                        "note: the cached {} is unreadable ({}); quantizing again",
+                        path.display(),
+                        err.root_cause()
+                    );
+                    std::fs::remove_file(&path)
+                        .with_context(|| format!("removing {}", path.display()))?;
+                    None
+                }
+            },
+            false => None,
+        };
+        let mut checkpoint = match cached {
+            Some(checkpoint) => checkpoint,
+            None => {
+                eprintln!(
+                    "quantizing {} to {quant} once: {}",
+                    hf.label,
+                    path.display()
+                );
+                hf.write_gguf(ty, &path)?;
+                Self::from_gguf(source, &path, Some(hf.arch))?
+            }
+        };
         checkpoint.label = format!("{} ({})", hf.label, gguf::file::lower_name(ty));
         checkpoint.context = hf.context;
         checkpoint.defaults = hf.defaults;
@@ -438,13 +462,15 @@ fn gguf_model(
     if let Some(dtype) = opts.dtype.as_deref().filter(|d| *d != "f32") {
         bail!("--dtype {dtype}: {path} runs in its stored weight types with f32 activations; drop --dtype");
     }
-    // The stored tensors, plus f32 copies of the embedding the lookups read.
-    let need = gguf.weight_bytes() + config.vocab_size() as u64 * config.hidden_size() as u64 * 4;
+    // The stored tensors: quantized ones are kept as stored (the embedding too), float ones
+    // are widened to f32.
+    let need = gguf.weight_bytes();
     if let Some(avail) = available_memory().filter(|&a| device.is_cpu() && need > a / 20 * 19) {
         bail!(
-            "{path}: the model needs {} but only {} of memory is free; use a smaller quant type (e.g. --quant q4_k)",
+            "{path}: the model needs {} but only {} of memory is free; a file of a smaller type would ({})",
             indicatif::HumanBytes(need),
-            indicatif::HumanBytes(avail)
+            indicatif::HumanBytes(avail),
+            fitting_quant(config.parameters() as u64, avail)
         );
     }
     let weights = gguf.weights(config.body())?;

@@ -494,6 +494,19 @@ fn quantize_writes_a_gguf_and_quant_caches_one() -> Result {
     let cached: Vec<PathBuf> = walk(&cache);
     assert_eq!(cached.len(), 1, "{cached:?}");
     assert!(cached[0].ends_with("q8_0.gguf"), "{cached:?}");
+    // A cached file damaged after it was written (cut short here) is noticed and written again.
+    let whole = std::fs::metadata(&cached[0])?.len();
+    std::fs::OpenOptions::new()
+        .write(true)
+        .open(&cached[0])?
+        .set_len(whole / 2)?;
+    let (repaired, note) = run(&fixture("bd3lm-tiny"), &["--quant", "q8_0"])?;
+    assert!(
+        note.contains("unreadable") && note.contains("quantizing"),
+        "{note}"
+    );
+    assert_eq!(repaired, written);
+    assert_eq!(std::fs::metadata(&cached[0])?.len(), whole);
 
     let bad = |args: &[&str], needle: &str| -> Result {
         let o = dcoder(home.path()).args(args).output()?;

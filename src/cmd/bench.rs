@@ -13,11 +13,12 @@ use rand::{rngs::StdRng, Rng, SeedableRng};
 use serde::Serialize;
 use serde_json::Value;
 
-use crate::cli::BenchArgs;
+use crate::cli::{BenchArgs, QMatmul};
 use crate::device::{describe, ensure_fits, pick_device, pick_dtype};
 use crate::diffusion::{self, SpecialIds};
 use crate::gguf::file::{lower_name, parse_type};
 use crate::hub::Source;
+use crate::model::quant_matmul;
 use crate::model::random_weights::{random_var_builder, RandomQuantized};
 use crate::model::{CacheOp, Config, Denoiser, Model, Pass, Precision};
 use crate::registry::{Arch, Registry};
@@ -168,6 +169,11 @@ pub fn run(args: &BenchArgs) -> Result<()> {
     if args.repeats == 0 {
         bail!("--repeats must be at least 1");
     }
+    quant_matmul::choose(match args.qmatmul {
+        QMatmul::Auto => quant_matmul::Choice::Auto,
+        QMatmul::Candle => quant_matmul::Choice::Candle,
+        QMatmul::Tiled => quant_matmul::Choice::Tiled,
+    });
     let Loaded {
         label,
         mut model,

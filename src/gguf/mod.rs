@@ -143,7 +143,11 @@ impl GgufModel {
             .filter_map(|n| self.file.tensor_info(n))
             .map(|(dtype, dims)| {
                 let elems: usize = dims.iter().product();
-                (elems / dtype.block_size() * dtype.type_size()) as u64
+                match file::is_block_type(dtype) {
+                    true => (elems / dtype.block_size() * dtype.type_size()) as u64,
+                    // Float tensors load into f32.
+                    false => elems as u64 * 4,
+                }
             })
             .sum()
     }

@@ -8,9 +8,10 @@
 //! - [`WeightFormat::PackedBf16`]: bf16 weights packed for the AVX512-BF16 kernel
 //!   (`bf16_matmul.rs`); activations stay f32.
 //! - [`WeightFormat::Quantized`]: ggml block types (a GGUF file's Q8_0, Q4_K, ...) kept as they
-//!   are and multiplied by candle's `QMatMul` (its k-quant dot products, runtime-dispatched to
-//!   AVX2/NEON); weights the file stores as f32/f16/bf16 take the dense path, so an F32 GGUF
-//!   computes exactly what the safetensors checkpoint does.
+//!   are. Products of few rows run on candle's `QMatMul` (its dot products, runtime-dispatched
+//!   to AVX2/NEON); Q8_0/Q4_0 products of [`quant_matmul::MIN_ROWS`] rows or more on dcoder's
+//!   tiled kernel (`quant_matmul.rs`). Weights the file stores as f32/f16/bf16 take the dense path, so an F32
+//!   GGUF computes exactly what the safetensors checkpoint does.
 
 use std::sync::Arc;
 
@@ -19,6 +20,7 @@ use candle_core::{DType, Module, Result, Tensor};
 use candle_nn::VarBuilder;
 
 use super::bf16_matmul::PackedBf16;
+use super::quant_matmul::{self, QuantRows};
 
 /// Where a quantized checkpoint's matmul weights come from, by checkpoint (HF) tensor name.
 pub trait QuantizedWeights: Send + Sync + std::fmt::Debug {
@@ -40,34 +42,16 @@ pub enum WeightFormat {
 }
 
 impl WeightFormat {
-    /// The CPU kernel the matmuls take: candle's quantized dot products dispatch to AVX2+FMA at
-    /// run time on x86 (scalar otherwise) and use NEON on aarch64; dense products run on the
-    /// `gemm` crate; packed bf16 on dcoder's AVX512-BF16 kernel.
+    /// The CPU kernel the matmuls take: quantized products (candle's and the tiled kernel)
+    /// dispatch to AVX2+FMA at run time on x86 (scalar otherwise) and NEON on aarch64; dense
+    /// products run on the `gemm` crate; packed bf16 on dcoder's AVX512-BF16 kernel.
     pub fn kernel(&self) -> &'static str {
         match self {
             WeightFormat::Dense => "gemm",
             WeightFormat::PackedBf16 => "avx512bf16",
-            WeightFormat::Quantized(_) => quantized_kernel(),
+            WeightFormat::Quantized(_) => quant_matmul::kernel_name(),
         }
     }
-}
-
-#[cfg(target_arch = "x86_64")]
-fn quantized_kernel() -> &'static str {
-    match is_x86_feature_detected!("avx2") && is_x86_feature_detected!("fma") {
-        true => "avx2",
-        false => "scalar",
-    }
-}
-
-#[cfg(target_arch = "aarch64")]
-fn quantized_kernel() -> &'static str {
-    "neon"
-}
-
-#[cfg(not(any(target_arch = "x86_64", target_arch = "aarch64")))]
-fn quantized_kernel() -> &'static str {
-    "scalar"
 }
 
 #[derive(Debug, Clone)]
@@ -76,8 +60,43 @@ enum Weight {
     Transposed(Tensor),
     Packed(Arc<PackedBf16>),
     /// Quantized parts side by side along the output (stacked layers whose parts have different
-    /// types, as Q4_K_M files mix Q4_K and Q6_K), with their widths.
-    Quantized(Vec<(QMatMul, usize)>),
+    /// types, as Q4_K_M files mix Q4_K and Q6_K).
+    Quantized(Vec<QuantPart>),
+}
+
+/// One quantized part: the tensor, shared with candle's `QMatMul` of it, and its output width.
+#[derive(Debug, Clone)]
+struct QuantPart {
+    tensor: Arc<QTensor>,
+    matmul: QMatMul,
+    width: usize,
+}
+
+impl QuantPart {
+    /// `x` (`[rows, k]`, f32; `xs` its values when this part takes the tiled kernel) times its
+    /// `Wᵀ`, into columns `col..col + width` of `y` (`[rows, n]`).
+    fn forward_into(
+        &self,
+        x: &Tensor,
+        xs: Option<&[f32]>,
+        y: &mut [f32],
+        n: usize,
+        col: usize,
+    ) -> Result<()> {
+        let rows = y.len() / n.max(1);
+        if let Some(xs) = xs {
+            let bytes = self.tensor.data()?;
+            if let Some(w) = QuantRows::new(&self.tensor, &bytes) {
+                quant_matmul::matmul_into(xs, rows, &w, y, n, col);
+                return Ok(());
+            }
+        }
+        let part: Vec<f32> = self.matmul.forward(x)?.flatten_all()?.to_vec1()?;
+        for (r, row) in part.chunks_exact(self.width).enumerate() {
+            y[r * n + col..r * n + col + self.width].copy_from_slice(row);
+        }
+        Ok(())
+    }
 }
 
 #[derive(Debug, Clone)]
@@ -195,12 +214,35 @@ impl Linear {
     }
 }
 
+/// `x` (`[rows, k]`, f32, on the CPU) times the parts' `Wᵀ`, side by side; `tiled` says which
+/// parts take the tiled kernel.
+fn quantized_product(
+    parts: &[QuantPart],
+    x: &Tensor,
+    tiled: impl Fn(&QuantPart) -> bool,
+) -> Result<Tensor> {
+    let rows = x.dim(0)?;
+    let n: usize = parts.iter().map(|p| p.width).sum();
+    let mut y = vec![0f32; rows * n];
+    let xs: Option<Vec<f32>> = match parts.iter().any(&tiled) {
+        true => Some(x.flatten_all()?.to_vec1()?),
+        false => None,
+    };
+    let mut col = 0;
+    for part in parts {
+        let xs = xs.as_deref().filter(|_| tiled(part));
+        part.forward_into(x, xs, &mut y, n, col)?;
+        col += part.width;
+    }
+    Tensor::from_vec(y, (rows, n), x.device())
+}
+
 /// Stacked quantized parts: consecutive parts of one type become one tensor (rows are whole
 /// blocks, so stacking is byte concatenation), each run one `QMatMul` on `device`.
 fn quantized_parts(
     tensors: Vec<QTensor>,
     device: &candle_core::Device,
-) -> Result<Vec<(QMatMul, usize)>> {
+) -> Result<Vec<QuantPart>> {
     let mut runs: Vec<(candle_core::quantized::GgmlDType, Vec<u8>, usize, usize)> = Vec::new();
     for t in tensors {
         let (out, inp) = t.shape().dims2()?;
@@ -215,8 +257,12 @@ fn quantized_parts(
     }
     runs.into_iter()
         .map(|(dtype, bytes, rows, cols)| {
-            let q = qtensor_from_ggml(dtype, &bytes, vec![rows, cols], device)?;
-            Ok((QMatMul::from_qtensor(q)?, rows))
+            let tensor = Arc::new(qtensor_from_ggml(dtype, &bytes, vec![rows, cols], device)?);
+            Ok(QuantPart {
+                matmul: QMatMul::from_arc(tensor.clone())?,
+                tensor,
+                width: rows,
+            })
         })
         .collect()
 }
@@ -238,17 +284,21 @@ impl Module for Linear {
                     n,
                 )
             }
-            Weight::Quantized(parts) => {
+            Weight::Quantized(parts) if !x.device().is_cpu() => {
                 let x = x.reshape((rows, k))?.to_dtype(DType::F32)?;
                 let ys = parts
                     .iter()
-                    .map(|(m, _)| m.forward(&x))
+                    .map(|p| p.matmul.forward(&x))
                     .collect::<Result<Vec<_>>>()?;
-                let y = match ys.len() {
-                    1 => ys[0].clone(),
-                    _ => Tensor::cat(&ys, 1)?,
-                };
-                (y.to_dtype(x_dtype)?, parts.iter().map(|(_, n)| n).sum())
+                let y = Tensor::cat(&ys, 1)?;
+                (y.to_dtype(x_dtype)?, parts.iter().map(|p| p.width).sum())
+            }
+            Weight::Quantized(parts) => {
+                let x = x.reshape((rows, k))?.to_dtype(DType::F32)?.contiguous()?;
+                let y = quantized_product(parts, &x, |p| {
+                    quant_matmul::tiled(rows, p.tensor.dtype())
+                })?;
+                (y.to_dtype(x_dtype)?, parts.iter().map(|p| p.width).sum())
             }
         };
         let mut out_dims = dims.to_vec();
@@ -264,56 +314,85 @@ impl Module for Linear {
 }
 
 /// The token embedding table, kept in the weight format's dtype (bf16 when packed, which halves
-/// the largest table of the model) and looked up into the activation dtype.
+/// the largest table of the model) and looked up into the activation dtype. A file's quantized
+/// table stays quantized: its looked-up rows are decoded (an f32 copy of a 150k-token table
+/// would take more memory than a whole Q8_0 0.6B model), and a tied LM head shares it.
 #[derive(Debug, Clone)]
 pub struct TokenEmbedding {
-    table: Tensor,
+    table: Table,
     activations: DType,
-    /// Where the file's quantized table is, for a tied LM head (the lookup uses the
-    /// dequantized one): read only if the head is tied.
-    quantized: Option<(Arc<dyn QuantizedWeights>, String)>,
+    device: candle_core::Device,
+}
+
+#[derive(Debug, Clone)]
+enum Table {
+    Dense(Tensor),
+    /// On the CPU, `[rows, dim]`.
+    Quantized(Arc<QTensor>),
 }
 
 impl TokenEmbedding {
     pub fn new(rows: usize, dim: usize, vb: VarBuilder, format: &WeightFormat) -> Result<Self> {
         let activations = vb.dtype();
+        let device = vb.device().clone();
+        let name = format!("{}.weight", vb.prefix());
         let table = match format {
-            WeightFormat::PackedBf16 => {
-                vb.get_with_hints_dtype((rows, dim), "weight", Default::default(), DType::BF16)?
+            WeightFormat::Quantized(source) if source.is_quantized(&name) => {
+                Table::Quantized(Arc::new(source.quantized(&name, (rows, dim))?))
             }
-            WeightFormat::Dense | WeightFormat::Quantized(_) => vb.get((rows, dim), "weight")?,
-        };
-        let quantized = match format {
-            WeightFormat::Quantized(source) => {
-                let name = format!("{}.weight", vb.prefix());
-                source.is_quantized(&name).then(|| (source.clone(), name))
+            WeightFormat::PackedBf16 => Table::Dense(vb.get_with_hints_dtype(
+                (rows, dim),
+                "weight",
+                Default::default(),
+                DType::BF16,
+            )?),
+            WeightFormat::Dense | WeightFormat::Quantized(_) => {
+                Table::Dense(vb.get((rows, dim), "weight")?)
             }
-            _ => None,
         };
         Ok(Self {
             table,
             activations,
-            quantized,
+            device,
         })
     }
 
-    /// The table as an LM head (tied embeddings); a quantized table stays quantized.
+    /// The table as an LM head (tied embeddings); a quantized table stays quantized and is
+    /// shared, not copied, on the CPU.
     pub fn as_head(&self, format: &WeightFormat) -> Result<Linear> {
-        match &self.quantized {
-            Some((source, name)) => Ok(Linear {
+        match &self.table {
+            Table::Quantized(q) if self.device.is_cpu() => Ok(Linear {
+                weight: Weight::Quantized(vec![QuantPart {
+                    matmul: QMatMul::from_arc(q.clone())?,
+                    width: q.shape().dims2()?.0,
+                    tensor: q.clone(),
+                }]),
+                bias: None,
+            }),
+            Table::Quantized(q) => Ok(Linear {
                 weight: Weight::Quantized(quantized_parts(
-                    vec![source.quantized(name, self.table.dims2()?)?],
-                    self.table.device(),
+                    vec![qtensor_from_ggml(
+                        q.dtype(),
+                        &q.data()?,
+                        q.shape().dims().to_vec(),
+                        &self.device,
+                    )?],
+                    &self.device,
                 )?),
                 bias: None,
             }),
-            None => Linear::from_weight(&self.table, None, format),
+            Table::Dense(table) => Linear::from_weight(table, None, format),
         }
     }
 
     pub fn forward(&self, ids: &Tensor) -> Result<Tensor> {
         let (b, t) = ids.dims2()?;
-        let rows = self.table.index_select(&ids.flatten_all()?, 0)?;
+        let rows = match &self.table {
+            Table::Dense(table) => table.index_select(&ids.flatten_all()?, 0)?,
+            Table::Quantized(q) => q
+                .embedding(&ids.flatten_all()?.to_device(&candle_core::Device::Cpu)?)?
+                .to_device(&self.device)?,
+        };
         rows.to_dtype(self.activations)?.reshape((b, t, ()))
     }
 }
@@ -344,9 +423,17 @@ mod tests {
     /// hold) come out side by side.
     #[test]
     fn quantized_products_match_their_dequantized_weights() -> anyhow::Result<()> {
+        let dev = Device::Cpu;
+        // Every type through each kernel.
+        for (rows, tiled) in [(5, false), (9, true)] {
+            quantized_products_of(&Tensor::randn(0f32, 1.0, (rows, 512), &dev)?, tiled)?;
+        }
+        Ok(())
+    }
+
+    fn quantized_products_of(x: &Tensor, tiled: bool) -> anyhow::Result<()> {
         use candle_core::quantized::GgmlDType::*;
         let dev = Device::Cpu;
-        let x = Tensor::randn(0f32, 1.0, (5, 512), &dev)?;
         let mut parts = Vec::new();
         let mut dense = Vec::new();
         for (i, ty) in [Q4_0, Q4_1, Q5_0, Q5_1, Q8_0, Q2K, Q3K, Q4K, Q5K, Q6K]
@@ -360,7 +447,7 @@ mod tests {
                 weight: Weight::Quantized(quantized_parts(vec![q], &dev)?),
                 bias: None,
             };
-            let got = lin.forward(&x)?;
+            let got = product(&lin, x, tiled)?;
             let want = x.matmul(&deq.t()?)?;
             let err = (&got - &want)?.sqr()?.sum_all()?.to_scalar::<f32>()?.sqrt()
                 / want.sqr()?.sum_all()?.to_scalar::<f32>()?.sqrt();
@@ -372,12 +459,20 @@ mod tests {
             weight: Weight::Quantized(quantized_parts(parts, &dev)?),
             bias: None,
         };
-        let got = stacked.forward(&x)?;
+        let got = product(&stacked, x, tiled)?;
         let want = Tensor::cat(&dense, 1)?;
         assert_eq!(got.dims(), want.dims());
         let err = (&got - &want)?.abs()?.max_all()?.to_scalar::<f32>()?;
         let scale = want.abs()?.max_all()?.to_scalar::<f32>()?;
         assert!(err < 0.05 * scale, "stacked: {err} of {scale}");
         Ok(())
+    }
+
+    /// A quantized layer's product with the kernel forced.
+    fn product(lin: &Linear, x: &Tensor, tiled: bool) -> Result<Tensor> {
+        match &lin.weight {
+            Weight::Quantized(parts) => quantized_product(parts, x, |_| tiled),
+            _ => unreachable!("a quantized layer"),
+        }
     }
 }

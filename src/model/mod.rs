@@ -16,6 +16,7 @@ pub mod llada2_moe;
 pub mod mlp;
 pub mod moe;
 pub mod norm;
+pub mod quant_matmul;
 pub mod qwen;
 pub mod random_weights;
 pub mod rotary;
@@ -84,15 +85,6 @@ impl Config {
             Config::Llada(_) => Body::Llada,
             Config::Qwen(_) => Body::Qwen,
             Config::Llada2Moe(_) => Body::Llada2Moe,
-        }
-    }
-
-    /// Width of the hidden states (and of the embedding rows).
-    pub fn hidden_size(&self) -> usize {
-        match self {
-            Config::Llada(c) => c.d_model,
-            Config::Qwen(c) => c.hidden_size,
-            Config::Llada2Moe(c) => c.hidden_size,
         }
     }
 
