@@ -3,7 +3,9 @@
 use anyhow::{bail, Context, Result};
 use candle_core::{DType, Device};
 
-use crate::model::bf16_matmul;
+use candle_core::quantized::GgmlDType;
+
+use crate::model::{bf16_matmul, quant_matmul, Body};
 
 /// `--device`: `auto` takes the first CUDA GPU when this build has CUDA and one is present.
 pub fn pick_device(spec: &str) -> Result<Device> {
@@ -28,6 +30,20 @@ pub fn pick_device(spec: &str) -> Result<Device> {
         }
         other => bail!("--device {other}: expected auto, cpu, cuda or cuda:N"),
     }
+}
+
+/// The `--quant` a registry model takes when neither `--quant` nor `--dtype` is given: on a CPU
+/// without dcoder's bf16 kernel but with its tiled Q8_0 kernel (AVX2), Q8_0, which measured
+/// 2x (1 row) to 2.4x (32-row block steps) faster than f32 there, in a quarter of the memory,
+/// with logits closer to f32 than candle's Q8 path (`docs/benchmarks.md`, section 8). The
+/// model is quantized once into dcoder's cache. Elsewhere (AVX512-BF16 runs bf16; ARM and
+/// plain x86 were not measured; GPUs; LLaDA2, which dcoder cannot write as a GGUF) none.
+pub fn default_quant(body: Body, device: &Device) -> Option<&'static str> {
+    let fits = device.is_cpu()
+        && !bf16_matmul::available()
+        && quant_matmul::tiled(32, GgmlDType::Q8_0)
+        && body != Body::Llada2Moe;
+    fits.then_some("q8_0")
 }
 
 /// `cpu`, `cuda:0`, ... for reports.

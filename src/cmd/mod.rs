@@ -15,6 +15,7 @@ pub mod serve;
 use anyhow::{anyhow, Result};
 
 use crate::cli::{LookArgs, ModelArgs, SamplerArgs};
+use crate::device::{default_quant, pick_device};
 use crate::diffusion::Plan;
 use crate::hub::Source;
 use crate::registry::{Arch, Registry};
@@ -34,7 +35,12 @@ pub fn load(model: &ModelArgs, sampler: &SamplerArgs) -> Result<(Session, Plan)>
         Some(spec) => Some(plan_for(spec.arch, &spec.defaults, &flags, sampler.seed)?),
         None => None,
     };
-    let checkpoint = Checkpoint::locate_with(&source, &source_options(model)?)?;
+    let mut options = source_options(model)?;
+    if let (Some(spec), None, None) = (source.spec(), &options.quant, &model.dtype) {
+        let device = pick_device(&model.device)?;
+        options.quant = default_quant(spec.arch.body(), &device).map(str::to_string);
+    }
+    let checkpoint = Checkpoint::locate_with(&source, &options)?;
     let plan = match known {
         Some(plan) => plan,
         None => plan_for(checkpoint.arch, &checkpoint.defaults, &flags, sampler.seed)?,

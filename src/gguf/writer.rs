@@ -185,6 +185,26 @@ fn tokenizer_metadata(export: &Export, vocab: usize) -> Result<Vec<(String, Valu
     Ok(keys)
 }
 
+/// llama.cpp's `llama_ftype` for a file whose matmul weights are `ty` (llama.h; a k-quant
+/// everywhere is its `_S` variant).
+fn file_type(ty: GgmlDType) -> u32 {
+    match ty {
+        GgmlDType::F32 => 0,
+        GgmlDType::F16 => 1,
+        GgmlDType::Q4_0 => 2,
+        GgmlDType::Q4_1 => 3,
+        GgmlDType::Q8_0 | GgmlDType::Q8_1 | GgmlDType::Q8K => 7,
+        GgmlDType::Q5_0 => 8,
+        GgmlDType::Q5_1 => 9,
+        GgmlDType::Q2K => 10,
+        GgmlDType::Q3K => 11,
+        GgmlDType::Q4K => 14,
+        GgmlDType::Q5K => 16,
+        GgmlDType::Q6K => 18,
+        GgmlDType::BF16 => 32,
+    }
+}
+
 /// Writes `export` to `out` with matmul weights in `ty`.
 pub fn write(export: &Export, ty: GgmlDType, out: &Path) -> Result<()> {
     let config = export.config;
@@ -201,6 +221,18 @@ pub fn write(export: &Export, ty: GgmlDType, out: &Path) -> Result<()> {
         ("general.quantization_version".into(), Value::U32(2)),
     ];
     metadata.extend(hyper.into_iter().map(|(k, v)| (format!("{arch}.{k}"), v)));
+    // What llama.cpp's converter also writes (convert_hf_to_gguf.py, LLaDAModel / DreamModel),
+    // so that its diffusion CLI runs dcoder's files as it runs its own: bidirectional
+    // attention, and LLaDA's logits unshifted (llama.cpp assumes Dream's shift when the key is
+    // absent).
+    if matches!(arch, "llada" | "dream") {
+        metadata.push((format!("{arch}.attention.causal"), Value::Bool(false)));
+        metadata.push((
+            "diffusion.shift_logits".into(),
+            Value::Bool(arch == "dream"),
+        ));
+    }
+    metadata.push(("general.file_type".into(), Value::U32(file_type(ty))));
     metadata.extend(tokenizer_metadata(export, config.vocab_size())?);
     let (heads, kv_heads) = match config {
         Config::Llada(c) => (c.n_heads, c.kv_heads()),

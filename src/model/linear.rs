@@ -239,29 +239,46 @@ fn quantized_product(
 
 /// Stacked quantized parts: consecutive parts of one type become one tensor (rows are whole
 /// blocks, so stacking is byte concatenation), each run one `QMatMul` on `device`.
-fn quantized_parts(
-    tensors: Vec<QTensor>,
-    device: &candle_core::Device,
-) -> Result<Vec<QuantPart>> {
-    let mut runs: Vec<(candle_core::quantized::GgmlDType, Vec<u8>, usize, usize)> = Vec::new();
+fn quantized_parts(tensors: Vec<QTensor>, device: &candle_core::Device) -> Result<Vec<QuantPart>> {
+    // Runs of consecutive parts of one type and width.
+    let mut runs: Vec<Vec<QTensor>> = Vec::new();
     for t in tensors {
-        let (out, inp) = t.shape().dims2()?;
-        let data = t.data()?;
         match runs.last_mut() {
-            Some((dtype, bytes, rows, cols)) if *dtype == t.dtype() && *cols == inp => {
-                bytes.extend_from_slice(&data);
-                *rows += out;
+            Some(run)
+                if run[0].dtype() == t.dtype()
+                    && run[0].shape().dims2()?.1 == t.shape().dims2()?.1 =>
+            {
+                run.push(t)
             }
-            _ => runs.push((t.dtype(), data.into_owned(), out, inp)),
+            _ => runs.push(vec![t]),
         }
     }
     runs.into_iter()
-        .map(|(dtype, bytes, rows, cols)| {
-            let tensor = Arc::new(qtensor_from_ggml(dtype, &bytes, vec![rows, cols], device)?);
+        .map(|mut run| {
+            let tensor = match (run.len(), device.is_cpu()) {
+                // A part alone is kept as read: copying it would briefly double the largest
+                // tensors (the LM head), which is the load's peak memory.
+                (1, true) => run.pop().map(Arc::new),
+                _ => None,
+            };
+            let tensor = match tensor {
+                Some(t) => t,
+                None => {
+                    let (dtype, cols) = (run[0].dtype(), run[0].shape().dims2()?.1);
+                    let mut bytes = Vec::new();
+                    let mut rows = 0;
+                    for t in &run {
+                        bytes.extend_from_slice(&t.data()?);
+                        rows += t.shape().dims2()?.0;
+                    }
+                    drop(run);
+                    Arc::new(qtensor_from_ggml(dtype, &bytes, vec![rows, cols], device)?)
+                }
+            };
             Ok(QuantPart {
                 matmul: QMatMul::from_arc(tensor.clone())?,
+                width: tensor.shape().dims2()?.0,
                 tensor,
-                width: rows,
             })
         })
         .collect()
@@ -295,9 +312,8 @@ impl Module for Linear {
             }
             Weight::Quantized(parts) => {
                 let x = x.reshape((rows, k))?.to_dtype(DType::F32)?.contiguous()?;
-                let y = quantized_product(parts, &x, |p| {
-                    quant_matmul::tiled(rows, p.tensor.dtype())
-                })?;
+                let y =
+                    quantized_product(parts, &x, |p| quant_matmul::tiled(rows, p.tensor.dtype()))?;
                 (y.to_dtype(x_dtype)?, parts.iter().map(|p| p.width).sum())
             }
         };
