@@ -45,8 +45,16 @@ pub struct Prepared {
 
 impl Served {
     pub fn new(session: &Session, flags: Defaults, seed: u64) -> anyhow::Result<Served> {
+        // A quantized model's label names its type ("llada-8b-instruct (q8_0)"); clients ask
+        // for the model by its name, as they would without quantization.
+        let id = session
+            .label
+            .strip_suffix(')')
+            .and_then(|l| l.rsplit_once(" ("))
+            .filter(|(_, ty)| crate::gguf::file::parse_type(ty).is_ok())
+            .map_or_else(|| session.label.clone(), |(name, _)| name.to_string());
         Ok(Served {
-            id: session.label.clone(),
+            id,
             arch: session.arch,
             card: session.defaults.clone(),
             flags,
