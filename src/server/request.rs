@@ -45,16 +45,8 @@ pub struct Prepared {
 
 impl Served {
     pub fn new(session: &Session, flags: Defaults, seed: u64) -> anyhow::Result<Served> {
-        // A quantized model's label names its type ("llada-8b-instruct (q8_0)"); clients ask
-        // for the model by its name, as they would without quantization.
-        let id = session
-            .label
-            .strip_suffix(')')
-            .and_then(|l| l.rsplit_once(" ("))
-            .filter(|(_, ty)| crate::gguf::file::parse_type(ty).is_ok())
-            .map_or_else(|| session.label.clone(), |(name, _)| name.to_string());
         Ok(Served {
-            id,
+            id: served_id(&session.label),
             arch: session.arch,
             card: session.defaults.clone(),
             flags,
@@ -186,6 +178,16 @@ impl Served {
     }
 }
 
+/// The id a model is served under: its label, less the type a quantized model's label names
+/// ("llada-8b-instruct (q8_0)"), since clients ask for a model by its name.
+fn served_id(label: &str) -> String {
+    label
+        .strip_suffix(')')
+        .and_then(|l| l.rsplit_once(" ("))
+        .filter(|(_, ty)| crate::gguf::file::parse_type(ty).is_ok())
+        .map_or_else(|| label.to_string(), |(name, _)| name.to_string())
+}
+
 /// The request's sampler settings: every extra field that names one (`temperature`, `top_p`,
 /// `steps`, `block_length`, `threshold`, `cache`, ...), with `max_tokens` as the canvas length.
 /// Fields that are not settings are ignored; a setting of the wrong type is a 400 naming it.
@@ -235,6 +237,14 @@ mod tests {
 
     fn common(json: &str) -> Common {
         serde_json::from_str(json).expect("parses")
+    }
+
+    #[test]
+    fn a_quantized_model_is_served_under_its_name() {
+        assert_eq!(served_id("llada-8b-instruct (q8_0)"), "llada-8b-instruct");
+        assert_eq!(served_id("dream-7b (Q4_K)"), "dream-7b");
+        assert_eq!(served_id("/models/my (copy)"), "/models/my (copy)");
+        assert_eq!(served_id("bd3lm-tiny"), "bd3lm-tiny");
     }
 
     #[test]
