@@ -416,8 +416,9 @@ pub struct BenchArgs {
     #[arg(long)]
     pub json: bool,
 
-    /// The kernel of quantized products: `auto` (dcoder's tiled kernel from 8 rows, candle's
-    /// below), or one of them for every product, to compare them in one run.
+    /// The kernel of quantized products: `auto` (dcoder's tiled kernel for Q8_0/Q4_0 products
+    /// of 4 rows or more on AVX2, candle's otherwise), or one of them for every product, to
+    /// compare them in one run.
     #[arg(long, value_enum, default_value_t = QMatmul::Auto)]
     pub qmatmul: QMatmul,
 }

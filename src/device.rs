@@ -34,8 +34,8 @@ pub fn pick_device(spec: &str) -> Result<Device> {
 
 /// The `--quant` a registry model takes when neither `--quant` nor `--dtype` is given: on a CPU
 /// without dcoder's bf16 kernel but with its tiled Q8_0 kernel (AVX2), Q8_0, which measured
-/// 2x (1 row) to 2.4x (32-row block steps) faster than f32 there, in a quarter of the memory,
-/// with logits closer to f32 than candle's Q8 path (`docs/benchmarks.md`, section 8). The
+/// 1.9x (1 row) to 2.7x (32-row block steps) faster than f32 there, in a quarter of the memory
+/// (`docs/benchmarks.md`, section 8.1). The
 /// model is quantized once into dcoder's cache. Elsewhere (AVX512-BF16 runs bf16; ARM and
 /// plain x86 were not measured; GPUs; LLaDA2, which dcoder cannot write as a GGUF) none.
 pub fn default_quant(body: Body, device: &Device) -> Option<&'static str> {
@@ -99,7 +99,7 @@ fn usable(avail: u64) -> u64 {
 
 /// GGUF block types from the most to the least precise, with their bits per weight
 /// (ggml-common.h: Q8_0 34 bytes per 32 weights, Q6_K 210 and Q4_K 144 per 256).
-pub const QUANT_BITS: [(&str, f64); 3] = [("q8_0", 8.5), ("q6_k", 6.5625), ("q4_k", 4.5)];
+const QUANT_BITS: [(&str, f64); 3] = [("q8_0", 8.5), ("q6_k", 6.5625), ("q4_k", 4.5)];
 
 /// The advice for weights of `elements` that do not fit `avail` bytes: the most precise
 /// `--quant` type that fits, or that none does.

@@ -214,23 +214,31 @@ impl Linear {
     }
 }
 
-/// `x` (`[rows, k]`, f32, on the CPU) times the parts' `Wᵀ`, side by side; `tiled` says which
-/// parts take the tiled kernel.
+/// `x` (`[rows, k]`, f32) times the parts' `Wᵀ`, side by side; `tiled` says which parts take
+/// the tiled kernel (CPU only).
 fn quantized_product(
     parts: &[QuantPart],
     x: &Tensor,
     tiled: impl Fn(&QuantPart) -> bool,
 ) -> Result<Tensor> {
+    if !parts.iter().any(&tiled) {
+        // candle's kernels only (any device): their outputs as they come, no copy for one part.
+        let mut ys = parts
+            .iter()
+            .map(|p| p.matmul.forward(x))
+            .collect::<Result<Vec<_>>>()?;
+        return match ys.len() {
+            1 => Ok(ys.remove(0)),
+            _ => Tensor::cat(&ys, 1),
+        };
+    }
     let rows = x.dim(0)?;
     let n: usize = parts.iter().map(|p| p.width).sum();
     let mut y = vec![0f32; rows * n];
-    let xs: Option<Vec<f32>> = match parts.iter().any(&tiled) {
-        true => Some(x.flatten_all()?.to_vec1()?),
-        false => None,
-    };
+    let xs: Vec<f32> = x.flatten_all()?.to_vec1()?;
     let mut col = 0;
     for part in parts {
-        let xs = xs.as_deref().filter(|_| tiled(part));
+        let xs = Some(xs.as_slice()).filter(|_| tiled(part));
         part.forward_into(x, xs, &mut y, n, col)?;
         col += part.width;
     }
@@ -301,19 +309,12 @@ impl Module for Linear {
                     n,
                 )
             }
-            Weight::Quantized(parts) if !x.device().is_cpu() => {
-                let x = x.reshape((rows, k))?.to_dtype(DType::F32)?;
-                let ys = parts
-                    .iter()
-                    .map(|p| p.matmul.forward(&x))
-                    .collect::<Result<Vec<_>>>()?;
-                let y = Tensor::cat(&ys, 1)?;
-                (y.to_dtype(x_dtype)?, parts.iter().map(|p| p.width).sum())
-            }
             Weight::Quantized(parts) => {
-                let x = x.reshape((rows, k))?.to_dtype(DType::F32)?.contiguous()?;
-                let y =
-                    quantized_product(parts, &x, |p| quant_matmul::tiled(rows, p.tensor.dtype()))?;
+                let x = x.reshape((rows, k))?.to_dtype(DType::F32)?;
+                let cpu = x.device().is_cpu();
+                let y = quantized_product(parts, &x, |p| {
+                    cpu && quant_matmul::tiled(rows, p.tensor.dtype())
+                })?;
                 (y.to_dtype(x_dtype)?, parts.iter().map(|p| p.width).sum())
             }
         };

@@ -42,7 +42,8 @@ const KC: usize = 2048;
 const PAD: usize = 16;
 
 /// Products of at least this many rows take the tiled kernel in `auto`: at 4 rows of the
-/// Qwen3-0.6B shape it measured 1.2x candle's for Q8_0, at 1 row 0.65x (`docs/benchmarks.md`).
+/// Qwen3-0.6B shape it measured 2.0x candle's for Q8_0, at 1 row 0.66x (`docs/benchmarks.md`,
+/// section 8.1).
 pub const MIN_ROWS: usize = 4;
 
 /// Which kernel quantized products take: [`tiled`] decides unless `dcoder bench --qmatmul`
