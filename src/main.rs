@@ -18,6 +18,7 @@
 //!   [`remote`]: a model behind an endpoint; [`backend`]: local or remote, for the live view.
 //! - [`config`]: the config file (defaults for unset flags, named endpoints).
 
+mod allocator;
 mod api;
 mod backend;
 mod canvas;
@@ -86,7 +87,7 @@ fn run(mut cli: Cli) -> Result<u8> {
         // candle sizes its matmul thread pool from this variable; set it before any tensor work.
         std::env::set_var("RAYON_NUM_THREADS", n.to_string());
     }
-    tune_allocator();
+    allocator::tune();
     match cli.command {
         // No prompt on a terminal: the interactive session.
         None if cli.prompt.is_none()
@@ -105,25 +106,6 @@ fn run(mut cli: Cli) -> Result<u8> {
         Some(Command::Serve(args)) => cmd::serve::run(&args).map(|()| 0),
         Some(Command::Completions { shell }) => cmd::completions::run(shell).map(|()| 0),
         Some(Command::Quantize(args)) => cmd::quantize::run(&args).map(|()| 0),
-    }
-}
-
-/// Keeps freed memory in the process. Every step allocates the same large buffers again
-/// (logits, activations); glibc would hand blocks above its mmap threshold back to the kernel
-/// and fault them in afresh each time, which measured as a fifth of a block-diffusion step's
-/// time on this project's machine. Also keeps candle's elementwise thread pool from spinning
-/// beside the matmul threads on small CPUs, unless the user set `CANDLE_NUM_THREADS`.
-fn tune_allocator() {
-    if std::env::var_os("CANDLE_NUM_THREADS").is_none() {
-        std::env::set_var("CANDLE_NUM_THREADS", "1");
-    }
-    #[cfg(all(target_os = "linux", target_env = "gnu"))]
-    // SAFETY: mallopt only changes allocator thresholds; it is called before any other thread
-    // exists, as glibc asks.
-    #[allow(unsafe_code)]
-    unsafe {
-        libc::mallopt(libc::M_MMAP_THRESHOLD, 1 << 30);
-        libc::mallopt(libc::M_TRIM_THRESHOLD, 1 << 30);
     }
 }
 

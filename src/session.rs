@@ -10,6 +10,7 @@ use anyhow::{anyhow, bail, Context, Result};
 use candle_core::{DType, Device};
 use serde_json::Value;
 
+use crate::allocator;
 use crate::chat_template::ChatTemplate;
 use crate::conversation::Conversation;
 use crate::device::{
@@ -295,6 +296,7 @@ impl Session {
             Format::Hf(files) => {
                 let (tokenizer, template) = hf_tokens(&files, &config_json, arch_spec)?;
                 check_special(&tokenizer, &config)?;
+                allocator::return_freed();
                 let weights = Weights::open(&files.weights)?;
                 let dtype =
                     choose_dtype(opts.dtype.as_deref(), &device, registry, weights.elements())?;
@@ -316,6 +318,7 @@ impl Session {
             Format::Gguf(gguf) => {
                 let (tokenizer, template) = gguf_tokens(&gguf, arch_spec)?;
                 check_special(&tokenizer, &config)?;
+                allocator::return_freed();
                 (
                     tokenizer,
                     template,
@@ -323,6 +326,7 @@ impl Session {
                 )
             }
         };
+        allocator::return_freed();
         Ok(Session {
             label,
             arch,

@@ -13,7 +13,8 @@ use std::sync::Mutex;
 use anyhow::{anyhow, bail, Context, Result};
 use candle_core::quantized::gguf_file::{Content, Value};
 use candle_core::quantized::{GgmlDType, QTensor};
-use candle_core::Device;
+
+use super::blocks::{read_tensor, FixUp};
 
 /// ggml type ids candle cannot read, by name (ggml.h `enum ggml_type`), for the error message.
 const UNSUPPORTED_TYPES: [(u32, &str); 16] = [
@@ -212,15 +213,29 @@ impl GgufFile {
         self.content.tensor_infos.keys().map(String::as_str)
     }
 
-    /// Reads tensor `name` into memory.
-    pub fn read(&self, name: &str, device: &Device) -> candle_core::Result<QTensor> {
+    /// Reads tensor `name` into host memory, applying `fix` to its bytes.
+    pub fn read(&self, name: &str, fix: FixUp) -> candle_core::Result<QTensor> {
         let mut reader = self
             .reader
             .lock()
             .map_err(|_| candle_core::Error::msg("the GGUF reader lock is poisoned"))?;
-        self.content
-            .tensor(&mut *reader, name, device)
-            .map_err(|e| candle_core::Error::msg(format!("{}: {name}: {e}", self.path.display())))
+        let shown = |e: &dyn std::fmt::Display| {
+            candle_core::Error::msg(format!("{}: {name}: {e}", self.path.display()))
+        };
+        let info = self
+            .content
+            .tensor_infos
+            .get(name)
+            .ok_or_else(|| shown(&"no such tensor"))?;
+        let offset = self.content.tensor_data_offset + info.offset;
+        read_tensor(
+            &mut *reader,
+            offset,
+            info.ggml_dtype,
+            info.shape.dims(),
+            fix,
+        )
+        .map_err(|e| shown(&e))
     }
 }
 

@@ -3,6 +3,7 @@
 //! the special ids.
 //!
 //! - [`file`]: the file, read through candle's `quantized::gguf_file` and checked;
+//! - [`blocks`]: a tensor's blocks read in place, without candle's transient copy;
 //! - [`config`]: metadata to the config.json the network reads;
 //! - [`names`]: checkpoint tensor names to GGUF names;
 //! - [`tokenizer`]: the tokenizer, special ids and template from the metadata;
@@ -14,6 +15,7 @@
 
 #[cfg(test)]
 mod agreement;
+pub mod blocks;
 pub mod cache;
 pub mod config;
 pub mod file;

@@ -11,7 +11,7 @@
 
 use std::sync::Arc;
 
-use candle_core::quantized::{ggml_file::qtensor_from_ggml, QTensor};
+use candle_core::quantized::QTensor;
 use candle_core::{DType, Device, Result, Shape, Tensor};
 use candle_nn::Init;
 
@@ -53,23 +53,25 @@ impl GgufWeights {
 
     /// Tensor `hf` as stored (any type) with the converter's permutation undone, after checking
     /// its shape is `want`.
-    fn read(&self, hf: &str, want: &[usize], device: &Device) -> Result<QTensor> {
+    fn read(&self, hf: &str, want: &[usize]) -> Result<QTensor> {
         let (name, permuted) = self.lookup(hf).ok_or_else(|| self.missing(hf))?;
-        let q = self.file.read(&name, device)?;
-        if q.shape().dims() != want {
-            candle_core::bail!(
-                "{}: tensor {name} ({}) has shape {:?}, but the metadata implies {want:?}",
-                self.file.path.display(),
-                type_name(q.dtype()),
-                q.shape().dims()
-            );
+        if let Some((dtype, dims)) = self.file.tensor_info(&name) {
+            if dims != want {
+                candle_core::bail!(
+                    "{}: tensor {name} ({}) has shape {dims:?}, but the metadata implies {want:?}",
+                    self.file.path.display(),
+                    type_name(dtype),
+                );
+            }
         }
         let heads = match permuted {
-            Permuted::No => return Ok(q),
+            Permuted::No => return self.file.read(&name, &|_| Ok(())),
             Permuted::QueryHeads => self.heads,
             Permuted::KvHeads => self.kv_heads,
         };
-        unpermute_rows(&q, heads, device)
+        let rows = want.first().copied().unwrap_or(0);
+        self.file
+            .read(&name, &|bytes| unpermute_rows(bytes, rows, heads))
     }
 
     fn block_typed(&self, hf: &str) -> bool {
@@ -79,28 +81,30 @@ impl GgufWeights {
     }
 }
 
-/// Undoes `LlamaModel.permute` on the rows of `q` (`[heads * hd, in]`): GGUF row
-/// `h*hd + 2j + p` goes back to HF row `h*hd + p*hd/2 + j`.
-fn unpermute_rows(q: &QTensor, heads: usize, device: &Device) -> Result<QTensor> {
-    let (rows, cols) = q.shape().dims2()?;
-    if heads == 0 || !rows.is_multiple_of(heads) || !(rows / heads).is_multiple_of(2) {
+/// Undoes `LlamaModel.permute` on the `rows` rows held in `data` (`[heads * hd, in]`), in
+/// place: GGUF row `h*hd + 2j + p` goes back to HF row `h*hd + p*hd/2 + j`. Only one head is
+/// copied aside at a time.
+fn unpermute_rows(data: &mut [u8], rows: usize, heads: usize) -> Result<()> {
+    if heads == 0
+        || !rows.is_multiple_of(heads)
+        || !(rows / heads).is_multiple_of(2)
+        || !data.len().is_multiple_of(rows)
+    {
         candle_core::bail!("cannot undo the q/k row permutation: {rows} rows over {heads} heads");
     }
-    let data = q.data()?;
     let row_bytes = data.len() / rows;
     let (hd, half) = (rows / heads, rows / heads / 2);
-    let mut out = vec![0u8; data.len()];
-    for h in 0..heads {
+    for head in data.chunks_exact_mut(hd * row_bytes) {
+        let gguf = head.to_vec();
         for j in 0..half {
             for p in 0..2 {
-                let src = h * hd + 2 * j + p;
-                let dst = h * hd + p * half + j;
-                out[dst * row_bytes..(dst + 1) * row_bytes]
-                    .copy_from_slice(&data[src * row_bytes..(src + 1) * row_bytes]);
+                let (src, dst) = (2 * j + p, p * half + j);
+                head[dst * row_bytes..(dst + 1) * row_bytes]
+                    .copy_from_slice(&gguf[src * row_bytes..(src + 1) * row_bytes]);
             }
         }
     }
-    qtensor_from_ggml(q.dtype(), &out, vec![rows, cols], device)
+    Ok(())
 }
 
 impl QuantizedWeights for GgufWeights {
@@ -109,7 +113,7 @@ impl QuantizedWeights for GgufWeights {
     }
 
     fn quantized(&self, name: &str, shape: (usize, usize)) -> Result<QTensor> {
-        self.read(name, &[shape.0, shape.1], &Device::Cpu)
+        self.read(name, &[shape.0, shape.1])
     }
 }
 
@@ -118,7 +122,7 @@ pub struct GgufBackend(pub Arc<GgufWeights>);
 
 impl candle_nn::var_builder::SimpleBackend for GgufBackend {
     fn get(&self, shape: Shape, name: &str, _: Init, dtype: DType, dev: &Device) -> Result<Tensor> {
-        let q = self.0.read(name, shape.dims(), &Device::Cpu)?;
+        let q = self.0.read(name, shape.dims())?;
         q.dequantize(&Device::Cpu)?.to_dtype(dtype)?.to_device(dev)
     }
 
@@ -156,11 +160,17 @@ mod tests {
                 }
             }
         }
-        let t = Tensor::from_vec(gguf, (heads * hd, cols), &Device::Cpu)?;
-        let q = QTensor::quantize(&t, candle_core::quantized::GgmlDType::F32)?;
-        let back = unpermute_rows(&q, heads, &Device::Cpu)?.dequantize(&Device::Cpu)?;
-        let rows: Vec<f32> = back.narrow(1, 0, 1)?.flatten_all()?.to_vec1()?;
+        let mut bytes: Vec<u8> = gguf.iter().flat_map(|v| v.to_le_bytes()).collect();
+        unpermute_rows(&mut bytes, heads * hd, heads)?;
+        let back: Vec<f32> = bytes
+            .chunks_exact(4)
+            .map(|b| f32::from_le_bytes([b[0], b[1], b[2], b[3]]))
+            .collect();
+        let rows: Vec<f32> = back.iter().step_by(cols).copied().collect();
         assert_eq!(rows, (0..8).map(|r| r as f32).collect::<Vec<_>>());
+        assert!(back
+            .chunks_exact(cols)
+            .all(|r| r.iter().all(|v| *v == r[0])));
         Ok(())
     }
 }
