@@ -17,6 +17,7 @@
 //!   [`server`]: `dcoder serve`'s HTTP side and model thread.
 //!   [`remote`]: a model behind an endpoint; [`backend`]: local or remote, for the live view.
 //! - [`config`]: the config file (defaults for unset flags, named endpoints).
+//! - [`allocator`]: glibc's thresholds for the steps, and memory freed by loading returned.
 
 mod allocator;
 mod api;

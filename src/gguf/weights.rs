@@ -94,8 +94,9 @@ fn unpermute_rows(data: &mut [u8], rows: usize, heads: usize) -> Result<()> {
     }
     let row_bytes = data.len() / rows;
     let (hd, half) = (rows / heads, rows / heads / 2);
+    let mut gguf = vec![0u8; hd * row_bytes];
     for head in data.chunks_exact_mut(hd * row_bytes) {
-        let gguf = head.to_vec();
+        gguf.copy_from_slice(head);
         for j in 0..half {
             for p in 0..2 {
                 let (src, dst) = (2 * j + p, p * half + j);
