@@ -75,7 +75,7 @@ pub struct QuantizeArgs {
     /// Registry name, local Hugging Face folder, or hub repo org/name[@revision].
     pub model: String,
 
-    /// The matmul weights' type: q8_0, q6_k, q5_k, q4_k, q4_0, ...
+    /// The matmul weights' type: q8_0, q6_k, q5_k, q4_k, q4_0, ..., or f32 / f16 (unquantized).
     #[arg(long, value_name = "TYPE")]
     pub quant: String,
 

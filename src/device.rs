@@ -5,7 +5,7 @@ use candle_core::{DType, Device};
 
 use candle_core::quantized::GgmlDType;
 
-use crate::model::{bf16_matmul, quant_matmul, Body};
+use crate::model::{bf16_matmul, quant_matmul};
 
 /// `--device`: `auto` takes the first CUDA GPU when this build has CUDA and one is present.
 pub fn pick_device(spec: &str) -> Result<Device> {
@@ -37,12 +37,10 @@ pub fn pick_device(spec: &str) -> Result<Device> {
 /// 1.9x (1 row) to 2.7x (32-row block steps) faster than f32 there, in a quarter of the memory
 /// (`docs/benchmarks.md`, section 8.1). The
 /// model is quantized once into dcoder's cache. Elsewhere (AVX512-BF16 runs bf16; ARM and
-/// plain x86 were not measured; GPUs; LLaDA2, which dcoder cannot write as a GGUF) none.
-pub fn default_quant(body: Body, device: &Device) -> Option<&'static str> {
-    let fits = device.is_cpu()
-        && !bf16_matmul::available()
-        && quant_matmul::tiled(32, GgmlDType::Q8_0)
-        && body != Body::Llada2Moe;
+/// plain x86 were not measured; GPUs) none.
+pub fn default_quant(device: &Device) -> Option<&'static str> {
+    let fits =
+        device.is_cpu() && !bf16_matmul::available() && quant_matmul::tiled(32, GgmlDType::Q8_0);
     fits.then_some("q8_0")
 }
 

@@ -36,6 +36,8 @@ mod gguf;
 mod hub;
 #[cfg(test)]
 mod llada2_parity;
+#[cfg(test)]
+mod llada_moe_parity;
 mod model;
 #[cfg(test)]
 mod parity;

@@ -17,7 +17,7 @@ use crate::session::{plan_for, Checkpoint, LoadOptions, Session};
 use crate::settings::Defaults;
 
 /// Fixture folders of one family, with their `cases.json`.
-fn fixtures(family: &str) -> Result<Vec<(PathBuf, Value)>> {
+pub(crate) fn fixtures(family: &str) -> Result<Vec<(PathBuf, Value)>> {
     fixture_files(family, "cases.json")
 }
 
@@ -202,7 +202,7 @@ fn case_prompt(session: &Session, case: &Value) -> Result<(String, Vec<u32>)> {
 
 /// A forward check's pass: the tokens it lists as rows (pads left out, as dcoder's engine never
 /// feeds them), at their position ids, with the block-causal mask when the check has one.
-fn check_hidden(session: &mut Session, check: &Value) -> Result<Tensor> {
+pub(crate) fn check_hidden(session: &mut Session, check: &Value) -> Result<Tensor> {
     let input = ids(&check["input_ids"]);
     let rows: Vec<usize> = match check["rows"].as_array() {
         Some(r) => r
@@ -244,7 +244,7 @@ fn check_hidden(session: &mut Session, check: &Value) -> Result<Tensor> {
     Ok(session.model.hidden(&pass)?.i(0)?)
 }
 
-fn forward_checks(family: &str) -> Result<usize> {
+pub(crate) fn forward_checks(family: &str) -> Result<usize> {
     let mut ran = 0;
     for (dir, cases) in fixtures(family)? {
         let mut session = open(&dir)?;
@@ -292,7 +292,7 @@ fn forward_checks(family: &str) -> Result<usize> {
 /// prompt text and ids, the canvas token for token, the forward passes (or denoising steps for
 /// block diffusion, whose reference counts them apart), and the decoded text. `flags` adjusts
 /// each case's flags (to rerun it another way).
-fn single_prompt_cases(
+pub(crate) fn single_prompt_cases(
     family: &str,
     sampler: &str,
     flags: impl Fn(Defaults) -> Defaults,

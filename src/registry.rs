@@ -33,13 +33,15 @@ pub enum Arch {
     Sdar,
     /// LLaDA2.x: block diffusion on a mixture-of-experts body (inclusionAI).
     Llada2,
+    /// LLaDA-MoE: LLaDA's full-attention sampler on a mixture-of-experts body (inclusionAI).
+    LladaMoe,
 }
 
 impl Arch {
     /// The reference sampler this architecture's models follow.
     pub fn family(self) -> Family {
         match self {
-            Arch::Llada => Family::Llada,
+            Arch::Llada | Arch::LladaMoe => Family::Llada,
             Arch::Dream => Family::Dream,
             Arch::Bd3lm => Family::BlockDiffusion(BlockGrid::BD3LM),
             Arch::Sdar => Family::BlockDiffusion(BlockGrid::SDAR),
@@ -53,6 +55,7 @@ impl Arch {
             Arch::Llada => Body::Llada,
             Arch::Dream | Arch::Bd3lm | Arch::Sdar => Body::Qwen,
             Arch::Llada2 => Body::Llada2Moe,
+            Arch::LladaMoe => Body::LladaMoe,
         }
     }
 
@@ -63,6 +66,7 @@ impl Arch {
             Arch::Bd3lm => "bd3lm",
             Arch::Sdar => "sdar",
             Arch::Llada2 => "llada2",
+            Arch::LladaMoe => "llada-moe",
         }
     }
 }
@@ -84,6 +88,10 @@ pub enum ChatRule {
 pub struct ArchSpec {
     /// `model_type` values in config.json that select this architecture.
     pub model_types: Vec<String>,
+    /// config.json `architectures` class names that select this architecture before its
+    /// `model_type` does (LLaDA-MoE's config says `model_type: "llada"`, as dense LLaDA's).
+    #[serde(default)]
+    pub architectures: Vec<String>,
     /// Mask token text, used when config.json has no `mask_token_id`.
     pub mask_token: Option<String>,
     /// The architecture's mask id, when neither config.json nor the tokenizer names one.
@@ -219,6 +227,18 @@ impl Registry {
             .map(|(arch, _)| *arch)
     }
 
+    /// The architecture whose `architectures` lists one of config.json's `architectures`.
+    pub fn arch_for_class(&self, classes: &[&str]) -> Option<Arch> {
+        self.arch
+            .iter()
+            .find(|(_, spec)| {
+                spec.architectures
+                    .iter()
+                    .any(|a| classes.contains(&a.as_str()))
+            })
+            .map(|(arch, _)| *arch)
+    }
+
     /// Every `model_type` dcoder can load, for error messages.
     pub fn known_model_types(&self) -> Vec<&str> {
         self.arch
@@ -302,6 +322,12 @@ mod tests {
     fn model_type_selects_arch() -> Result<()> {
         let reg = Registry::builtin()?;
         assert_eq!(reg.arch_for_model_type("llada"), Some(Arch::Llada));
+        assert_eq!(reg.arch_for_model_type("lladamoe"), Some(Arch::LladaMoe));
+        assert_eq!(
+            reg.arch_for_class(&["LLaDAMoEModelLM"]),
+            Some(Arch::LladaMoe)
+        );
+        assert_eq!(reg.arch_for_class(&["LLaDAModelLM"]), None);
         assert_eq!(reg.arch_for_model_type("Dream"), Some(Arch::Dream));
         assert_eq!(reg.arch_for_model_type("a2d-qwen3"), Some(Arch::Bd3lm));
         assert_eq!(reg.arch_for_model_type("gpt2"), None);

@@ -65,8 +65,16 @@ fn read_optional_json(path: Option<&Path>) -> Result<Option<Value>> {
     path.map(read_json).transpose()
 }
 
-/// The architecture a config.json describes, from its `model_type`.
+/// The architecture a config.json describes, from its `architectures` class where the registry
+/// names one (LLaDA-MoE shares dense LLaDA's `model_type`), else from its `model_type`.
 fn detect_arch(config: &Value, registry: &Registry, path: &Path) -> Result<Arch> {
+    let classes: Vec<&str> = config["architectures"]
+        .as_array()
+        .map(|a| a.iter().filter_map(Value::as_str).collect())
+        .unwrap_or_default();
+    if let Some(arch) = registry.arch_for_class(&classes) {
+        return Ok(arch);
+    }
     let Some(model_type) = config.get("model_type").and_then(Value::as_str) else {
         bail!(
             "{}: no `model_type`; cannot tell which network this is",

@@ -349,6 +349,7 @@ mod tests {
     fn arch() -> ArchSpec {
         ArchSpec {
             model_types: vec![],
+            architectures: vec![],
             mask_token: Some("<m>".into()),
             mask_token_id: None,
             eot_token: Some("<eot>".into()),

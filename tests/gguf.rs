@@ -128,15 +128,45 @@ fn converter_f32_ggufs_give_the_golden_tokens() -> Result {
 #[test]
 fn written_ggufs_give_the_golden_tokens() -> Result {
     let tmp = tempfile::tempdir()?;
-    for (dir, extra) in [
-        ("llada-tiny", &[][..]),
-        ("dream-tiny", &[][..]),
-        ("bd3lm-tiny", &["--family", "bd3lm"][..]),
+    // Every third case where the converter's own files above run them all; every LLaDA-MoE
+    // case (the converter cannot write the word-level stand-in tokenizer, so no such file).
+    for (dir, extra, step) in [
+        ("llada-tiny", &[][..], 3),
+        ("dream-tiny", &[][..], 3),
+        ("bd3lm-tiny", &["--family", "bd3lm"][..], 3),
+        ("llada-moe-tiny", &[][..], 1),
     ] {
         let path = tmp.path().join(format!("{dir}-f32.gguf"));
         writer::convert(&fixture(dir), GgmlDType::F32)?.write(&path)?;
-        // Every third case: the converter's files above run them all.
-        assert_token_exact(&path, extra, dir, 3)?;
+        assert_token_exact(&path, extra, dir, step)?;
+    }
+    Ok(())
+}
+
+/// LLaDA-MoE through `dcoder quantize` (its experts stacked and sliced back, the router kept in
+/// f32): unquantized, token for token; Q8_0 and Q4_0 run and report their agreement.
+#[test]
+fn llada_moe_ggufs_written_by_dcoder_run_the_cases() -> Result {
+    let tmp = tempfile::tempdir()?;
+    for (ty, floor) in [("f32", 1.0), ("q8_0", 0.2), ("q4_0", 0.08)] {
+        let path = tmp.path().join(format!("llada-moe-tiny-{ty}.gguf"));
+        let out = dcoder(tmp.path())
+            .arg("quantize")
+            .arg(fixture("llada-moe-tiny"))
+            .args(["--quant", ty, "-o"])
+            .arg(&path)
+            .output()?;
+        assert!(out.status.success(), "{ty}: {}", stderr(&out));
+        let a = run_cases(&path, &[], "llada-moe-tiny", 1)?;
+        println!(
+            "llada-moe-tiny {ty} GGUF: {}/{} golden tokens ({:.1}%), {}/{} cases exact",
+            a.same_tokens,
+            a.tokens,
+            100.0 * a.token_share(),
+            a.exact_cases,
+            a.cases
+        );
+        assert!(a.cases >= 6 && a.token_share() >= floor, "{ty}: {a:?}");
     }
     Ok(())
 }

@@ -75,10 +75,19 @@ fn args(kwargs: &Value, prompt: &[u64]) -> Vec<String> {
     a
 }
 
-#[test]
-fn llada2_cases_through_the_command_line() -> Result {
+/// Cases run, cases whose canvas starts with the golden, and golden tokens matched.
+#[derive(Debug, Default)]
+struct Agreement {
+    cases: usize,
+    exact: usize,
+    tokens: usize,
+    same: usize,
+}
+
+/// Every CLI-runnable case of both fixtures on the model `model(fixture name)` gives.
+fn run_cases(model: impl Fn(&str) -> PathBuf) -> Result<Agreement> {
     let home = tempfile::tempdir()?;
-    let mut ran = 0;
+    let mut a = Agreement::default();
     for name in ["llada2.0-tiny", "llada2.1-tiny"] {
         let dir = fixture(name);
         let cases: Value = serde_json::from_str(&std::fs::read_to_string(dir.join("cases.json"))?)?;
@@ -101,7 +110,7 @@ fn llada2_cases_through_the_command_line() -> Result {
             }
             let out = dcoder(home.path())
                 .arg("--model")
-                .arg(&dir)
+                .arg(model(name))
                 .args(args(&kwargs, &prompt))
                 .output()?;
             let err = String::from_utf8_lossy(&out.stderr);
@@ -109,15 +118,60 @@ fn llada2_cases_through_the_command_line() -> Result {
             let report: Value = serde_json::from_slice(&out.stdout)?;
             assert_eq!(ids(&report["prompt_tokens"]), prompt, "{}", case["name"]);
             let got = ids(&report["tokens"]);
-            assert!(
-                got.starts_with(&want),
-                "{}:\n want {want:?}\n  got {got:?}",
-                case["name"]
-            );
-            ran += 1;
+            a.cases += 1;
+            a.exact += usize::from(got.starts_with(&want));
+            a.tokens += want.len();
+            a.same += got.iter().zip(&want).filter(|(x, y)| x == y).count();
         }
     }
-    assert_eq!(ran, 20, "10 cases of each fixture run through the CLI");
+    Ok(a)
+}
+
+#[test]
+fn llada2_cases_through_the_command_line() -> Result {
+    let a = run_cases(fixture)?;
+    assert_eq!(a.cases, 20, "10 cases of each fixture run through the CLI");
+    assert_eq!(a.exact, a.cases, "{a:?}");
+    Ok(())
+}
+
+/// `dcoder quantize FIXTURE --quant TYPE -o FILE` for both fixtures, into `dir`.
+fn quantized(dir: &Path, ty: &str) -> Result<impl Fn(&str) -> PathBuf> {
+    for name in ["llada2.0-tiny", "llada2.1-tiny"] {
+        let out = dcoder(dir)
+            .arg("quantize")
+            .arg(fixture(name))
+            .args(["--quant", ty, "-o"])
+            .arg(dir.join(format!("{name}-{ty}.gguf")))
+            .output()?;
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(out.status.success(), "{name} {ty}: {err}");
+    }
+    let dir = dir.to_path_buf();
+    let ty = ty.to_string();
+    Ok(move |name: &str| dir.join(format!("{name}-{ty}.gguf")))
+}
+
+/// LLaDA2 GGUFs as dcoder writes them (experts stacked per layer, Bailing-MoE-V2 names, the
+/// word-level stand-in tokenizer carried whole): unquantized, every golden token for token;
+/// Q8_0 and Q4_0 run and report their agreement (random tiny weights have small logit margins).
+#[test]
+fn llada2_ggufs_run_the_cases() -> Result {
+    let tmp = tempfile::tempdir()?;
+    let a = run_cases(quantized(tmp.path(), "f32")?)?;
+    assert_eq!((a.cases, a.exact), (20, 20), "f32 GGUF: {a:?}");
+    for (ty, floor) in [("q8_0", 0.3), ("q4_0", 0.05)] {
+        let a = run_cases(quantized(tmp.path(), ty)?)?;
+        println!(
+            "llada2 {ty} GGUF: {}/{} golden tokens ({:.1}%), {}/{} cases exact",
+            a.same,
+            a.tokens,
+            100.0 * a.same as f64 / a.tokens.max(1) as f64,
+            a.exact,
+            a.cases
+        );
+        assert!(a.same as f64 >= floor * a.tokens as f64, "{ty}: {a:?}");
+    }
     Ok(())
 }
 

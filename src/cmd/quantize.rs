@@ -1,16 +1,17 @@
 //! `dcoder quantize MODEL --quant TYPE -o FILE.gguf`: a safetensors model written as a GGUF
-//! with its matmul weights in a ggml block type (see `gguf/writer.rs` for what keeps which type).
+//! with its matmul weights in a ggml block type (see `gguf/writer.rs` for what keeps which type),
+//! or unquantized (`f32`, `f16`).
 
 use anyhow::{bail, Result};
 
 use crate::cli::QuantizeArgs;
-use crate::gguf::file::parse_type;
+use crate::gguf::file::parse_file_type;
 use crate::hub::Source;
 use crate::registry::Registry;
 use crate::session::Checkpoint;
 
 pub fn run(args: &QuantizeArgs) -> Result<()> {
-    let ty = parse_type(&args.quant)?;
+    let ty = parse_file_type(&args.quant)?;
     if !args
         .output
         .extension()

@@ -21,6 +21,8 @@ pub fn body_of(arch: &str) -> Option<Body> {
     match arch {
         "llada" => Some(Body::Llada),
         "dream" | "qwen2" | "qwen3" => Some(Body::Qwen),
+        "llada-moe" => Some(Body::LladaMoe),
+        "llada2" => Some(Body::Llada2Moe),
         _ => None,
     }
 }
@@ -95,8 +97,138 @@ pub fn config_json(file: &GgufFile, arch: &str, body: Body) -> Result<Value> {
             "tie_word_embeddings": tied,
             "max_position_embeddings": context.unwrap_or(32_768),
         }),
-        Body::Llada2Moe => bail!("{shown}: {arch} GGUF files are not supported"),
+        Body::LladaMoe | Body::Llada2Moe => {
+            let hd = file
+                .uint(&key("attention.key_length"))?
+                .unwrap_or(hidden / heads);
+            let moe = Moe::read(file, arch, layers as usize)?;
+            let rope = file.uint(&key("rope.dimension_count"))?.unwrap_or(hd);
+            let common = json!({
+                "hidden_size": hidden,
+                "num_hidden_layers": layers,
+                "num_attention_heads": heads,
+                "num_key_value_heads": kv_heads,
+                "vocab_size": vocab,
+                "rms_norm_eps": eps,
+                "rope_theta": theta,
+                "partial_rotary_factor": rope as f64 / hd as f64,
+                "max_position_embeddings": context.unwrap_or(8192),
+                "tie_word_embeddings": tied,
+                "num_experts": moe.experts,
+                "num_experts_per_tok": int("expert_used_count")?,
+            });
+            let own = match body {
+                Body::LladaMoe => moe.llada_moe(file, arch, ffn)?,
+                _ => moe.llada2(file, arch, ffn, hd)?,
+            };
+            let (Value::Object(mut all), Value::Object(own)) = (common, own) else {
+                bail!("{shown}: internal: config is not an object");
+            };
+            all.extend(own);
+            Value::Object(all)
+        }
     })
+}
+
+/// What a mixture-of-experts file says of its experts, partly in keys and partly in which
+/// tensors it has: MoE layers have a router (`ffn_gate_inp`), the others a dense MLP.
+struct Moe {
+    experts: u64,
+    /// Per layer, 1 where it routes.
+    layers: Vec<u8>,
+    /// Width of one routed expert.
+    width: u64,
+    /// Width of the shared expert(s) together, where there are any.
+    shared: Option<u64>,
+    expert_bias: bool,
+    qk_norm: bool,
+}
+
+impl Moe {
+    fn read(file: &GgufFile, arch: &str, layers: usize) -> Result<Moe> {
+        let shown = file.path.display();
+        let has = |name: String| file.tensor_info(&name).is_some();
+        let layer_kinds: Vec<u8> = (0..layers)
+            .map(|i| u8::from(has(format!("blk.{i}.ffn_gate_inp.weight"))))
+            .collect();
+        let Some(first) = layer_kinds.iter().position(|&m| m == 1) else {
+            bail!("{shown}: no layer has a router (blk.N.ffn_gate_inp.weight); not a mixture-of-experts file");
+        };
+        let experts = file.required_uint(&format!("{arch}.expert_count"))?;
+        let stacked = file.tensor_info(&format!("blk.{first}.ffn_gate_exps.weight"));
+        let width = match (file.uint(&format!("{arch}.expert_feed_forward_length"))?, stacked) {
+            (Some(w), _) => w,
+            (None, Some((_, [_, w, _]))) => *w as u64,
+            _ => bail!("{shown}: no {arch}.expert_feed_forward_length and no blk.{first}.ffn_gate_exps.weight"),
+        };
+        let shared = file
+            .tensor_info(&format!("blk.{first}.ffn_gate_shexp.weight"))
+            .and_then(|(_, dims)| dims.first().map(|&w| w as u64));
+        Ok(Moe {
+            experts,
+            layers: layer_kinds,
+            width,
+            shared,
+            expert_bias: has(format!("blk.{first}.exp_probs_b.bias")),
+            qk_norm: has("blk.0.attn_q_norm.weight".into()),
+        })
+    }
+
+    /// LLaDA-MoE's keys: softmax routing with the top-k probabilities as weights, which is all
+    /// llama.cpp's `llada-moe` graph computes; a file that asks for more is refused.
+    fn llada_moe(&self, file: &GgufFile, arch: &str, ffn: u64) -> Result<Value> {
+        let shown = file.path.display();
+        if let Some(f) = file.uint(&format!("{arch}.expert_gating_func"))? {
+            if f != 1 {
+                bail!(
+                    "{shown}: {arch}.expert_gating_func = {f}; LLaDA-MoE routes with softmax (1)"
+                );
+            }
+        }
+        if matches!(file.metadata(&format!("{arch}.expert_weights_norm")), Some(v) if v.to_bool().unwrap_or(false))
+        {
+            bail!("{shown}: {arch}.expert_weights_norm = true; LLaDA-MoE's weights are not renormalised");
+        }
+        Ok(json!({
+            "dense_intermediate_size": ffn,
+            "expert_intermediate_size": self.width,
+            "shared_expert_intermediate_size": self.shared,
+            "moe_layer_freq": self.layers,
+            "moe_router_enable_expert_bias": self.expert_bias,
+            "qk_layernorm": self.qk_norm,
+        }))
+    }
+
+    /// LLaDA2's keys (gguf-py's Bailing-MoE-V2 set): grouped sigmoid routing.
+    fn llada2(&self, file: &GgufFile, arch: &str, ffn: u64, hd: u64) -> Result<Value> {
+        let shown = file.path.display();
+        let key = |k: &str| format!("{arch}.{k}");
+        if let Some(f) = file.uint(&key("expert_gating_func"))? {
+            if f != 2 {
+                bail!("{shown}: {arch}.expert_gating_func = {f}; LLaDA2 routes with sigmoid (2)");
+            }
+        }
+        let dense = self.layers.iter().take_while(|&&m| m == 0).count();
+        if self.layers[dense..].contains(&0) {
+            bail!("{shown}: a dense layer after a mixture-of-experts one; LLaDA2 has its dense layers first");
+        }
+        let shared = match (file.uint(&key("expert_shared_count"))?, self.shared) {
+            (Some(n), _) => n,
+            (None, Some(w)) => w / self.width.max(1),
+            (None, None) => 0,
+        };
+        Ok(json!({
+            "intermediate_size": ffn,
+            "moe_intermediate_size": self.width,
+            "head_dim": hd,
+            "first_k_dense_replace": dense,
+            "n_group": file.uint(&key("expert_group_count"))?.unwrap_or(1),
+            "topk_group": file.uint(&key("expert_group_used_count"))?.unwrap_or(1),
+            "num_shared_experts": shared,
+            "routed_scaling_factor": file.float(&key("expert_weights_scale"))?.unwrap_or(1.0),
+            "use_qk_norm": self.qk_norm,
+        }))
+    }
 }
 
 /// Head counts (query, key/value) from the metadata, for undoing LLaDA's q/k permutation.

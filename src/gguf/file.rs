@@ -89,6 +89,16 @@ pub fn parse_type(name: &str) -> Result<GgmlDType> {
         })
 }
 
+/// A `dcoder quantize --quant` type: a block type, or `f32` / `f16` for an unquantized file
+/// (as the converter's `--outtype f32`), which gives exactly the safetensors model's numbers.
+pub fn parse_file_type(name: &str) -> Result<GgmlDType> {
+    match name.to_ascii_lowercase().as_str() {
+        "f32" => Ok(GgmlDType::F32),
+        "f16" => Ok(GgmlDType::F16),
+        _ => parse_type(name).map_err(|e| anyhow!("{e}, or f32 / f16 for an unquantized file")),
+    }
+}
+
 /// Whether a tensor of this type is stored in quantized blocks (not f32/f16/bf16).
 pub fn is_block_type(dtype: GgmlDType) -> bool {
     !matches!(dtype, GgmlDType::F32 | GgmlDType::F16 | GgmlDType::BF16)
@@ -215,6 +225,17 @@ impl GgufFile {
 
     /// Reads tensor `name` into host memory, applying `fix` to its bytes.
     pub fn read(&self, name: &str, fix: FixUp) -> candle_core::Result<QTensor> {
+        self.read_part(name, None, fix)
+    }
+
+    /// Reads slice `part` of tensor `name`'s first (outermost) dimension, or all of it: expert
+    /// `e` of a stacked `[experts, out, in]` tensor is one contiguous run of whole blocks.
+    pub fn read_part(
+        &self,
+        name: &str,
+        part: Option<usize>,
+        fix: FixUp,
+    ) -> candle_core::Result<QTensor> {
         let mut reader = self
             .reader
             .lock()
@@ -227,15 +248,19 @@ impl GgufFile {
             .tensor_infos
             .get(name)
             .ok_or_else(|| shown(&"no such tensor"))?;
-        let offset = self.content.tensor_data_offset + info.offset;
-        read_tensor(
-            &mut *reader,
-            offset,
-            info.ggml_dtype,
-            info.shape.dims(),
-            fix,
-        )
-        .map_err(|e| shown(&e))
+        let mut offset = self.content.tensor_data_offset + info.offset;
+        let mut dims = info.shape.dims();
+        if let Some(part) = part {
+            let (&count, inner) = dims.split_first().ok_or_else(|| shown(&"a scalar"))?;
+            if part >= count {
+                return Err(shown(&format!("no slice {part} of {count}")));
+            }
+            let elems: usize = inner.iter().product();
+            let dtype = info.ggml_dtype;
+            offset += (part * elems / dtype.block_size() * dtype.type_size()) as u64;
+            dims = inner;
+        }
+        read_tensor(&mut *reader, offset, info.ggml_dtype, dims, fix).map_err(|e| shown(&e))
     }
 }
 

@@ -55,8 +55,10 @@ fn arch_of(path: &Path, gguf_arch: &str, family: Option<Arch>) -> Result<Arch> {
     let fixed = match gguf_arch {
         "llada" => Some(Arch::Llada),
         "dream" => Some(Arch::Dream),
+        "llada-moe" => Some(Arch::LladaMoe),
+        "llada2" => Some(Arch::Llada2),
         "qwen2" | "qwen3" => None,
-        other => bail!("{shown}: general.architecture '{other}' is not one dcoder runs (llada, dream, or qwen2/qwen3 with --family bd3lm|sdar)"),
+        other => bail!("{shown}: general.architecture '{other}' is not one dcoder runs (llada, dream, llada-moe, llada2, or qwen2/qwen3 with --family bd3lm|sdar)"),
     };
     match (fixed, family) {
         (Some(arch), None) => Ok(arch),

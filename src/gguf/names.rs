@@ -34,23 +34,59 @@ const QWEN_LAYER: [(&str, &str); 11] = [
     ("mlp.down_proj", "ffn_down"),
 ];
 
+/// LLaDA-MoE's layer tensors besides the Qwen-named attention and norms (llama.cpp's
+/// `LLaDAMoEModel` converter, gguf-py `tensor_mapping.py`); its experts are stacked.
+const LLADA_MOE_LAYER: [(&str, &str); 4] = [
+    ("mlp.gate", "ffn_gate_inp"),
+    ("shared_expert.gate_proj", "ffn_gate_shexp"),
+    ("shared_expert.up_proj", "ffn_up_shexp"),
+    ("shared_expert.down_proj", "ffn_down_shexp"),
+];
+
+/// LLaDA2's layer tensors, under the names gguf-py gives its Bailing-MoE-V2 sibling
+/// (`MODEL_ARCH.BAILINGMOE2` in `tensor_mapping.py`): fused qkv, per-head q/k norms, a dense
+/// first layer, router, shared experts; its experts are stacked.
+const LLADA2_LAYER: [(&str, &str); 13] = [
+    ("input_layernorm", "attn_norm"),
+    ("attention.query_key_value", "attn_qkv"),
+    ("attention.dense", "attn_output"),
+    ("attention.query_layernorm", "attn_q_norm"),
+    ("attention.key_layernorm", "attn_k_norm"),
+    ("post_attention_layernorm", "ffn_norm"),
+    ("mlp.gate_proj", "ffn_gate"),
+    ("mlp.up_proj", "ffn_up"),
+    ("mlp.down_proj", "ffn_down"),
+    ("mlp.gate", "ffn_gate_inp"),
+    ("mlp.shared_experts.gate_proj", "ffn_gate_shexp"),
+    ("mlp.shared_experts.up_proj", "ffn_up_shexp"),
+    ("mlp.shared_experts.down_proj", "ffn_down_shexp"),
+];
+
 /// HF name -> GGUF name pairs.
 type NameMap = [(&'static str, &'static str)];
 
-/// Which heads a tensor's rows were permuted over (LLaDA's q and k, see `GgufWeights`).
+/// How a checkpoint tensor sits in the GGUF tensor that holds it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Permuted {
-    No,
-    /// Rows interleaved per query head.
+pub enum Layout {
+    /// As the checkpoint has it.
+    Plain,
+    /// Rows interleaved per query head (LLaDA's q, see `GgufWeights`).
     QueryHeads,
-    /// Rows interleaved per key/value head.
+    /// Rows interleaved per key/value head (LLaDA's k).
     KvHeads,
+    /// Expert `e` of a `[experts, out, in]` stack (`ffn_{gate,up,down}_exps`).
+    Expert(usize),
 }
 
-/// The GGUF name of HF tensor `hf` of a `body` checkpoint, and whether its rows are permuted.
-pub fn gguf_name(body: Body, hf: &str) -> Option<(String, Permuted)> {
+/// The GGUF name of HF tensor `hf` of a `body` checkpoint, and how it is laid out there.
+pub fn gguf_name(body: Body, hf: &str) -> Option<(String, Layout)> {
     let (stem, suffix) = hf.rsplit_once('.')?;
-    let (globals, layer_prefix, layer_map): (&NameMap, &str, &NameMap) = match body {
+    const QWEN_GLOBALS: [(&str, &str); 3] = [
+        ("model.embed_tokens", "token_embd"),
+        ("lm_head", "output"),
+        ("model.norm", "output_norm"),
+    ];
+    let (globals, layer_prefix, layer_maps): (&NameMap, &str, [&NameMap; 2]) = match body {
         Body::Llada => (
             &[
                 ("model.transformer.wte", "token_embd"),
@@ -58,32 +94,58 @@ pub fn gguf_name(body: Body, hf: &str) -> Option<(String, Permuted)> {
                 ("model.transformer.ln_f", "output_norm"),
             ],
             "model.transformer.blocks.",
-            &LLADA_LAYER,
+            [&LLADA_LAYER, &[]],
         ),
-        Body::Qwen => (
+        Body::Qwen => (&QWEN_GLOBALS, "model.layers.", [&QWEN_LAYER, &[]]),
+        Body::LladaMoe => (
+            &QWEN_GLOBALS,
+            "model.layers.",
+            [&QWEN_LAYER, &LLADA_MOE_LAYER],
+        ),
+        Body::Llada2Moe => (
             &[
-                ("model.embed_tokens", "token_embd"),
+                ("model.word_embeddings", "token_embd"),
                 ("lm_head", "output"),
                 ("model.norm", "output_norm"),
             ],
             "model.layers.",
-            &QWEN_LAYER,
+            [&LLADA2_LAYER, &[]],
         ),
-        Body::Llada2Moe => return None,
     };
     if let Some((_, g)) = globals.iter().find(|(h, _)| *h == stem) {
-        return Some((format!("{g}.{suffix}"), Permuted::No));
+        return Some((format!("{g}.{suffix}"), Layout::Plain));
     }
     let rest = stem.strip_prefix(layer_prefix)?;
     let (index, part) = rest.split_once('.')?;
     let index: usize = index.parse().ok()?;
-    let (_, g) = layer_map.iter().find(|(h, _)| *h == part)?;
-    let permuted = match (body, part, suffix) {
-        (Body::Llada, "q_proj", "weight") => Permuted::QueryHeads,
-        (Body::Llada, "k_proj", "weight") => Permuted::KvHeads,
-        _ => Permuted::No,
+    let moe = matches!(body, Body::LladaMoe | Body::Llada2Moe);
+    // The router's bias: LLaDA-MoE's `mlp.expert_bias`, LLaDA2's `mlp.gate.expert_bias`.
+    if moe && suffix == "expert_bias" && matches!(part, "mlp" | "mlp.gate") {
+        return Some((format!("blk.{index}.exp_probs_b.bias"), Layout::Plain));
+    }
+    if let Some(expert) = part.strip_prefix("mlp.experts.").filter(|_| moe) {
+        let (e, proj) = expert.split_once('.')?;
+        let g = match proj {
+            "gate_proj" => "ffn_gate_exps",
+            "up_proj" => "ffn_up_exps",
+            "down_proj" => "ffn_down_exps",
+            _ => return None,
+        };
+        return Some((
+            format!("blk.{index}.{g}.{suffix}"),
+            Layout::Expert(e.parse().ok()?),
+        ));
+    }
+    let (_, g) = layer_maps
+        .iter()
+        .flat_map(|m| m.iter())
+        .find(|(h, _)| *h == part)?;
+    let layout = match (body, part, suffix) {
+        (Body::Llada, "q_proj", "weight") => Layout::QueryHeads,
+        (Body::Llada, "k_proj", "weight") => Layout::KvHeads,
+        _ => Layout::Plain,
     };
-    Some((format!("blk.{index}.{g}.{suffix}"), permuted))
+    Some((format!("blk.{index}.{g}.{suffix}"), layout))
 }
 
 #[cfg(test)]
@@ -155,11 +217,11 @@ mod tests {
         }
         assert_eq!(
             gguf_name(Body::Llada, "model.transformer.blocks.0.k_proj.weight"),
-            Some(("blk.0.attn_k.weight".into(), Permuted::KvHeads))
+            Some(("blk.0.attn_k.weight".into(), Layout::KvHeads))
         );
         assert_eq!(
             gguf_name(Body::Qwen, "model.layers.0.self_attn.q_proj.weight").map(|(_, p)| p),
-            Some(Permuted::No)
+            Some(Layout::Plain)
         );
         assert_eq!(
             gguf_name(Body::Qwen, "model.layers.x.mlp.up_proj.weight"),
@@ -167,6 +229,69 @@ mod tests {
         );
         assert_eq!(
             gguf_name(Body::Llada, "model.transformer.blocks.0.nope.weight"),
+            None
+        );
+    }
+
+    #[test]
+    fn experts_map_to_their_slice_of_the_stacked_tensors() {
+        let cases = [
+            (
+                Body::LladaMoe,
+                "model.layers.2.mlp.experts.17.up_proj.weight",
+                ("blk.2.ffn_up_exps.weight", Layout::Expert(17)),
+            ),
+            (
+                Body::LladaMoe,
+                "model.layers.0.mlp.gate.weight",
+                ("blk.0.ffn_gate_inp.weight", Layout::Plain),
+            ),
+            (
+                Body::LladaMoe,
+                "model.layers.1.mlp.expert_bias",
+                ("blk.1.exp_probs_b.bias", Layout::Plain),
+            ),
+            (
+                Body::LladaMoe,
+                "model.layers.1.self_attn.q_norm.weight",
+                ("blk.1.attn_q_norm.weight", Layout::Plain),
+            ),
+            (
+                Body::Llada2Moe,
+                "model.layers.3.mlp.experts.0.down_proj.weight",
+                ("blk.3.ffn_down_exps.weight", Layout::Expert(0)),
+            ),
+            (
+                Body::Llada2Moe,
+                "model.layers.3.mlp.gate.expert_bias",
+                ("blk.3.exp_probs_b.bias", Layout::Plain),
+            ),
+            (
+                Body::Llada2Moe,
+                "model.layers.0.attention.query_key_value.weight",
+                ("blk.0.attn_qkv.weight", Layout::Plain),
+            ),
+            (
+                Body::Llada2Moe,
+                "model.layers.1.mlp.shared_experts.gate_proj.weight",
+                ("blk.1.ffn_gate_shexp.weight", Layout::Plain),
+            ),
+            (
+                Body::Llada2Moe,
+                "model.word_embeddings.weight",
+                ("token_embd.weight", Layout::Plain),
+            ),
+        ];
+        for (body, hf, (name, layout)) in cases {
+            assert_eq!(
+                gguf_name(body, hf),
+                Some((name.to_string(), layout)),
+                "{hf}"
+            );
+        }
+        // Dense bodies have no experts.
+        assert_eq!(
+            gguf_name(Body::Qwen, "model.layers.0.mlp.experts.1.up_proj.weight"),
             None
         );
     }

@@ -48,6 +48,10 @@ fn pre_tokenizer(pre: &str) -> Option<(Option<&'static str>, bool)> {
 
 /// The `tokenizer.ggml.pre` name of a fast tokenizer's JSON, from its split regex.
 pub fn pre_name(tokenizer: &Value) -> Result<&'static str> {
+    // Not byte-level BPE: the writer stores the whole tokenizer.json and nothing reads this.
+    if tokenizer["model"]["type"] != "BPE" {
+        return Ok("default");
+    }
     let pre = &tokenizer["pre_tokenizer"];
     let regex = pre["pretokenizers"]
         .as_array()
@@ -79,9 +83,18 @@ fn strings(file: &GgufFile, key: &str) -> Result<Vec<String>> {
         .collect()
 }
 
+/// gguf-py `Keys.Tokenizer.HF_JSON`.
+pub const HF_JSON: &str = "tokenizer.huggingface.json";
+
 /// The fast tokenizer of `file`.
 pub fn build(file: &GgufFile) -> Result<tokenizers::Tokenizer> {
     let shown = file.path.display();
+    // gguf-py's `tokenizer.huggingface.json`: the whole tokenizer.json, which dcoder's writer
+    // stores for tokenizers that are not byte-level BPE (the word-level test stand-ins).
+    if let Some(GgufValue::String(json)) = file.metadata(HF_JSON) {
+        return tokenizers::Tokenizer::from_bytes(json.as_bytes())
+            .map_err(|e| anyhow!("{shown}: {HF_JSON} is not a usable tokenizer.json: {e}"));
+    }
     let model = file.string("tokenizer.ggml.model")?;
     if model != "gpt2" {
         bail!("{shown}: tokenizer.ggml.model = {model}; dcoder reads byte-level BPE (gpt2) tokenizers only");

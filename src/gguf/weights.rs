@@ -16,7 +16,7 @@ use candle_core::{DType, Device, Result, Shape, Tensor};
 use candle_nn::Init;
 
 use super::file::{is_block_type, type_name, GgufFile};
-use super::names::{gguf_name, Permuted};
+use super::names::{gguf_name, Layout};
 use crate::model::linear::QuantizedWeights;
 use crate::model::Body;
 
@@ -39,7 +39,7 @@ impl GgufWeights {
         }
     }
 
-    fn lookup(&self, hf: &str) -> Option<(String, Permuted)> {
+    fn lookup(&self, hf: &str) -> Option<(String, Layout)> {
         gguf_name(self.body, hf).filter(|(g, _)| self.file.tensor_info(g).is_some())
     }
 
@@ -51,23 +51,34 @@ impl GgufWeights {
         ))
     }
 
-    /// Tensor `hf` as stored (any type) with the converter's permutation undone, after checking
-    /// its shape is `want`.
+    /// Tensor `hf` as stored (any type) with the converter's permutation undone, or its
+    /// expert's slice of a stacked tensor, after checking its shape is `want`.
     fn read(&self, hf: &str, want: &[usize]) -> Result<QTensor> {
-        let (name, permuted) = self.lookup(hf).ok_or_else(|| self.missing(hf))?;
+        let (name, layout) = self.lookup(hf).ok_or_else(|| self.missing(hf))?;
         if let Some((dtype, dims)) = self.file.tensor_info(&name) {
-            if dims != want {
+            let fits = match layout {
+                Layout::Expert(e) => {
+                    dims.len() == want.len() + 1 && dims[1..] == *want && e < dims[0]
+                }
+                _ => dims == want,
+            };
+            if !fits {
+                let what = match layout {
+                    Layout::Expert(e) => format!("expert {e} of shape {want:?}"),
+                    _ => format!("{want:?}"),
+                };
                 candle_core::bail!(
-                    "{}: tensor {name} ({}) has shape {dims:?}, but the metadata implies {want:?}",
+                    "{}: tensor {name} ({}) has shape {dims:?}, but the metadata implies {what}",
                     self.file.path.display(),
                     type_name(dtype),
                 );
             }
         }
-        let heads = match permuted {
-            Permuted::No => return self.file.read(&name, &|_| Ok(())),
-            Permuted::QueryHeads => self.heads,
-            Permuted::KvHeads => self.kv_heads,
+        let heads = match layout {
+            Layout::Plain => return self.file.read(&name, &|_| Ok(())),
+            Layout::Expert(e) => return self.file.read_part(&name, Some(e), &|_| Ok(())),
+            Layout::QueryHeads => self.heads,
+            Layout::KvHeads => self.kv_heads,
         };
         let rows = want.first().copied().unwrap_or(0);
         self.file
@@ -128,13 +139,16 @@ impl candle_nn::var_builder::SimpleBackend for GgufBackend {
     }
 
     fn get_unchecked(&self, name: &str, dtype: DType, dev: &Device) -> Result<Tensor> {
-        let (g, _) = self.0.lookup(name).ok_or_else(|| self.0.missing(name))?;
-        let dims = self
+        let (g, layout) = self.0.lookup(name).ok_or_else(|| self.0.missing(name))?;
+        let mut dims = self
             .0
             .file
             .tensor_info(&g)
             .map(|(_, d)| d.to_vec())
             .unwrap_or_default();
+        if matches!(layout, Layout::Expert(_)) && !dims.is_empty() {
+            dims.remove(0);
+        }
         self.get(Shape::from(dims), name, Init::Const(0.), dtype, dev)
     }
 

@@ -13,6 +13,7 @@
 //! The file is written to `NAME.part` next to the target and renamed when complete, so an
 //! interrupted run never leaves a file a later run takes for whole.
 
+use std::collections::BTreeMap;
 use std::io::Write;
 use std::path::{Path, PathBuf};
 
@@ -23,7 +24,8 @@ use candle_core::safetensors::MmapedSafetensors;
 use candle_core::{DType, Device, Tensor};
 use serde_json::Value as Json;
 
-use super::names::{gguf_name, Permuted};
+use super::names::{gguf_name, Layout};
+use super::tokenizer::HF_JSON;
 use crate::model::Config;
 use crate::registry::Arch;
 use crate::tokenizer::SpecialTokens;
@@ -101,7 +103,71 @@ fn hyper_parameters(
             }
             (arch, keys)
         }
-        Config::Llada2Moe(_) => bail!("writing LLaDA2 (mixture-of-experts) GGUFs is not supported"),
+        // llama.cpp's `LLaDAMoEModel` converter keys; the rotary width is written too (llama.cpp
+        // requires the whole head). Dense layers, shared experts and the router bias are told by
+        // their tensors.
+        Config::LladaMoe(c) => (
+            "llada-moe",
+            vec![
+                ("block_count".into(), u(c.num_hidden_layers)),
+                ("context_length".into(), u(c.max_position_embeddings)),
+                ("embedding_length".into(), u(c.hidden_size)),
+                (
+                    "feed_forward_length".into(),
+                    u(c.dense_intermediate_size
+                        .unwrap_or(c.expert_intermediate_size)),
+                ),
+                (
+                    "expert_feed_forward_length".into(),
+                    u(c.expert_intermediate_size),
+                ),
+                ("attention.head_count".into(), u(c.num_attention_heads)),
+                ("attention.head_count_kv".into(), u(c.kv_heads())),
+                ("rope.freq_base".into(), f(c.rope_theta)),
+                ("rope.dimension_count".into(), u(c.rope_dim())),
+                ("attention.layer_norm_rms_epsilon".into(), f(c.rms_norm_eps)),
+                ("expert_count".into(), u(c.num_experts)),
+                ("expert_used_count".into(), u(c.num_experts_per_tok)),
+            ],
+        ),
+        // gguf-py's Bailing-MoE-V2 keys (`BailingMoeV2Model` in convert_hf_to_gguf.py), which
+        // LLaDA2's body is: grouped sigmoid routing, scaled and normalised weights.
+        Config::Llada2Moe(c) => (
+            "llada2",
+            vec![
+                ("block_count".into(), u(c.num_hidden_layers)),
+                ("context_length".into(), u(c.max_position_embeddings)),
+                ("embedding_length".into(), u(c.hidden_size)),
+                ("feed_forward_length".into(), u(c.intermediate_size)),
+                (
+                    "expert_feed_forward_length".into(),
+                    u(c.moe_intermediate_size),
+                ),
+                ("attention.head_count".into(), u(c.num_attention_heads)),
+                ("attention.head_count_kv".into(), u(c.num_key_value_heads)),
+                ("attention.key_length".into(), u(c.head_dim())),
+                ("attention.value_length".into(), u(c.head_dim())),
+                ("rope.freq_base".into(), f(c.rope_theta)),
+                ("rope.dimension_count".into(), u(c.rope_dim())),
+                ("attention.layer_norm_rms_epsilon".into(), f(c.rms_norm_eps)),
+                ("expert_count".into(), u(c.num_experts.unwrap_or(0))),
+                ("expert_used_count".into(), u(c.num_experts_per_tok)),
+                (
+                    "expert_shared_count".into(),
+                    u(c.num_shared_experts.unwrap_or(0)),
+                ),
+                ("expert_group_count".into(), u(c.n_group)),
+                ("expert_group_used_count".into(), u(c.topk_group)),
+                ("expert_weights_scale".into(), f(c.routed_scaling_factor)),
+                ("expert_weights_norm".into(), Value::Bool(true)),
+                // llama.cpp's LLAMA_EXPERT_GATING_FUNC_TYPE_SIGMOID.
+                ("expert_gating_func".into(), Value::U32(2)),
+                (
+                    "leading_dense_block_count".into(),
+                    u(c.first_k_dense_replace),
+                ),
+            ],
+        ),
     })
 }
 
@@ -138,10 +204,14 @@ fn tokenizer_metadata(export: &Export, vocab: usize) -> Result<Vec<(String, Valu
             (Value::String(text), Value::I32(kind))
         })
         .unzip();
+    // A tokenizer that is not byte-level BPE (the word-level test stand-ins) travels whole as
+    // gguf-py's `tokenizer.huggingface.json`, with its tokens listed as usual.
+    let bpe = tok["model"]["type"] == "BPE";
     let merges: Vec<Value> = tok["model"]["merges"]
         .as_array()
-        .ok_or_else(|| anyhow!("the tokenizer has no BPE merges"))?
-        .iter()
+        .filter(|_| bpe)
+        .into_iter()
+        .flatten()
         .filter_map(|m| match m {
             Json::String(s) => Some(s.clone()),
             Json::Array(p) => Some(format!("{} {}", p.first()?.as_str()?, p.get(1)?.as_str()?)),
@@ -153,7 +223,7 @@ fn tokenizer_metadata(export: &Export, vocab: usize) -> Result<Vec<(String, Valu
     let mut keys = vec![
         (
             "tokenizer.ggml.model".to_string(),
-            Value::String("gpt2".into()),
+            Value::String(if bpe { "gpt2" } else { "none" }.into()),
         ),
         (
             "tokenizer.ggml.pre".to_string(),
@@ -176,6 +246,9 @@ fn tokenizer_metadata(export: &Export, vocab: usize) -> Result<Vec<(String, Valu
         s.pad
             .map(|p| ("tokenizer.ggml.padding_token_id".to_string(), Value::U32(p))),
     );
+    if !bpe {
+        keys.push((HF_JSON.to_string(), Value::String(tok.to_string())));
+    }
     if let Some(t) = export.chat_template {
         keys.push((
             "tokenizer.chat_template".to_string(),
@@ -205,6 +278,23 @@ fn file_type(ty: GgmlDType) -> u32 {
     }
 }
 
+/// Tensor `name` (a GGUF name) in the type the file keeps it in: matmul weights in `ty` where
+/// their rows are whole blocks; the token embedding and the head in Q8_0 at most; the MoE router
+/// in F32 (it decides which experts run, and llama.cpp's quantizer leaves `ffn_gate_inp` alone
+/// too); norms, biases and short rows in F32.
+fn quantize(name: &str, w: &Tensor, ty: GgmlDType) -> Result<QTensor> {
+    let edge = name == "token_embd.weight" || name == "output.weight";
+    let want = match (edge, ty) {
+        _ if name.contains("ffn_gate_inp") => GgmlDType::F32,
+        (true, GgmlDType::F32 | GgmlDType::F16 | GgmlDType::BF16) => ty,
+        (true, _) => GgmlDType::Q8_0,
+        (false, _) => ty,
+    };
+    let whole = w.rank() >= 2 && w.dim(w.rank() - 1)? % want.block_size() == 0;
+    let dtype = if whole { want } else { GgmlDType::F32 };
+    Ok(QTensor::quantize(w, dtype)?)
+}
+
 /// Writes `export` to `out` with matmul weights in `ty`.
 pub fn write(export: &Export, ty: GgmlDType, out: &Path) -> Result<()> {
     let config = export.config;
@@ -225,7 +315,7 @@ pub fn write(export: &Export, ty: GgmlDType, out: &Path) -> Result<()> {
     // so that its diffusion CLI runs dcoder's files as it runs its own: bidirectional
     // attention, and LLaDA's logits unshifted (llama.cpp assumes Dream's shift when the key is
     // absent).
-    if matches!(arch, "llada" | "dream") {
+    if matches!(arch, "llada" | "dream" | "llada-moe" | "llada2") {
         metadata.push((format!("{arch}.attention.causal"), Value::Bool(false)));
         metadata.push((
             "diffusion.shift_logits".into(),
@@ -239,25 +329,45 @@ pub fn write(export: &Export, ty: GgmlDType, out: &Path) -> Result<()> {
         _ => (1, 1),
     };
     let mut tensors = Vec::with_capacity(names.len());
+    // Experts are stacked into one `[experts, out, in]` tensor per layer and projection, in
+    // expert order (the converter's `torch.stack`).
+    let mut stacks: BTreeMap<String, Vec<(usize, &str)>> = BTreeMap::new();
     for hf in &names {
-        let (name, permuted) =
+        let (name, layout) =
             gguf_name(body, hf).ok_or_else(|| anyhow!("{hf}: no GGUF name for this tensor"))?;
-        let mut w = st.load(hf, &Device::Cpu)?.to_dtype(DType::F32)?;
-        w = match permuted {
-            Permuted::No => w,
-            Permuted::QueryHeads => permute(&w, heads)?,
-            Permuted::KvHeads => permute(&w, kv_heads)?,
+        let w = st.load(hf, &Device::Cpu)?.to_dtype(DType::F32)?;
+        let w = match layout {
+            Layout::Plain => w,
+            Layout::QueryHeads => permute(&w, heads)?,
+            Layout::KvHeads => permute(&w, kv_heads)?,
+            Layout::Expert(e) => {
+                stacks.entry(name).or_default().push((e, hf));
+                continue;
+            }
         };
-        let edge = name == "token_embd.weight" || name == "output.weight";
-        let want = match (edge, ty) {
-            (true, GgmlDType::F32 | GgmlDType::F16 | GgmlDType::BF16) => ty,
-            (true, _) => GgmlDType::Q8_0,
-            (false, _) => ty,
-        };
-        let whole = w.rank() == 2 && w.dim(1)? % want.block_size() == 0;
-        let dtype = if whole { want } else { GgmlDType::F32 };
-        let q = QTensor::quantize(&w, dtype).with_context(|| format!("quantizing {hf}"))?;
-        tensors.push((name, q));
+        tensors.push((
+            name.clone(),
+            quantize(&name, &w, ty).with_context(|| format!("quantizing {hf}"))?,
+        ));
+    }
+    for (name, mut experts) in stacks {
+        experts.sort_unstable();
+        if experts.iter().enumerate().any(|(i, (e, _))| *e != i) {
+            bail!(
+                "{name}: the checkpoint's experts are not numbered 0..{}",
+                experts.len()
+            );
+        }
+        let parts = experts
+            .iter()
+            .map(|(_, hf)| st.load(hf, &Device::Cpu)?.to_dtype(DType::F32))
+            .collect::<candle_core::Result<Vec<_>>>()?;
+        let stacked = Tensor::stack(&parts, 0)?;
+        drop(parts);
+        tensors.push((
+            name.clone(),
+            quantize(&name, &stacked, ty).with_context(|| format!("quantizing {name}"))?,
+        ));
     }
     let part = out.with_extension("gguf.part");
     let written = (|| -> Result<()> {

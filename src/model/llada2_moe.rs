@@ -15,7 +15,7 @@
 //! References: <https://huggingface.co/inclusionAI/LLaDA2.0-mini>,
 //! <https://github.com/inclusionAI/dInfer>, <https://github.com/ZHZisZZ/dllm>.
 
-use candle_core::{DType, Result, Tensor};
+use candle_core::{Result, Tensor};
 use candle_nn::VarBuilder;
 use serde::Deserialize;
 
@@ -193,38 +193,16 @@ impl Config {
     }
 }
 
-/// `gate_proj`, `up_proj`, `down_proj` of `width` under `vb`.
-fn swiglu(d: usize, width: usize, vb: VarBuilder, format: &WeightFormat) -> Result<SwiGlu> {
-    Ok(SwiGlu {
-        gate_up: Linear::stacked(
-            d,
-            &[(width, vb.pp("gate_proj")), (width, vb.pp("up_proj"))],
-            false,
-            format,
-        )?,
-        down: Linear::new(width, d, false, vb.pp("down_proj"), format)?,
-        hidden: width,
-    })
-}
-
 /// `mlp.gate` (router weight and `expert_bias`), `mlp.experts.{e}`, `mlp.shared_experts`.
 fn experts(cfg: &Config, experts: usize, vb: VarBuilder, format: &WeightFormat) -> Result<Moe> {
     let d = cfg.hidden_size;
     let gate = vb.pp("gate");
-    // The router runs in f32 (`router_dtype: fp32`).
-    let weight = gate.get((experts, d), "weight")?.to_dtype(DType::F32)?;
     let expert_bias = match gate.contains_tensor("expert_bias") {
-        true => gate
-            .get(experts, "expert_bias")?
-            .to_dtype(DType::F32)?
-            .to_vec1()?,
-        false => vec![0.0; experts],
+        true => Some(gate.get(experts, "expert_bias")?),
+        false => None,
     };
-    let routed = (0..experts)
-        .map(|e| swiglu(d, cfg.moe_intermediate_size, vb.pp("experts").pp(e), format))
-        .collect::<Result<Vec<_>>>()?;
     let shared = match cfg.num_shared_experts {
-        Some(n) if n > 0 => Some(swiglu(
+        Some(n) if n > 0 => Some(SwiGlu::new(
             d,
             cfg.moe_intermediate_size * n,
             vb.pp("shared_experts"),
@@ -232,18 +210,14 @@ fn experts(cfg: &Config, experts: usize, vb: VarBuilder, format: &WeightFormat) 
         )?),
         _ => None,
     };
-    Ok(Moe {
-        gate: weight,
-        expert_bias,
-        experts: routed,
-        shared,
-        routing: Routing {
-            top_k: cfg.num_experts_per_tok,
-            n_group: cfg.n_group.max(1),
-            topk_group: cfg.topk_group,
-            routed_scaling_factor: cfg.routed_scaling_factor,
-        },
-    })
+    let routing = Routing::GroupedSigmoid {
+        top_k: cfg.num_experts_per_tok,
+        n_group: cfg.n_group.max(1),
+        topk_group: cfg.topk_group,
+        routed_scaling_factor: cfg.routed_scaling_factor,
+    };
+    let width = cfg.moe_intermediate_size;
+    Moe::new(d, experts, width, routing, expert_bias, shared, vb, format)
 }
 
 /// One `model.layers.{i}`.
@@ -264,7 +238,7 @@ fn layer(cfg: &Config, i: usize, vb: VarBuilder, format: &WeightFormat) -> Resul
     };
     let mlp = match cfg.num_experts {
         Some(e) if cfg.is_moe(i) => FeedForward::Experts(experts(cfg, e, vb.pp("mlp"), format)?),
-        _ => FeedForward::Dense(swiglu(d, cfg.intermediate_size, vb.pp("mlp"), format)?),
+        _ => FeedForward::Dense(SwiGlu::new(d, cfg.intermediate_size, vb.pp("mlp"), format)?),
     };
     Ok(Layer {
         attn_norm: RmsNorm::new(d, cfg.rms_norm_eps, vb.pp("input_layernorm"))?,
@@ -343,32 +317,10 @@ impl Model {
         hidden.apply(&self.lm_head)
     }
 
-    /// The experts layer `layer` routes each position of an uncached `pass` to, best first;
-    /// `None` for a dense layer (the forward checks compare them with the reference's).
+    /// Each layer's routing of an uncached `pass` (`None` for a dense layer).
     #[cfg(test)]
-    pub fn routes(&self, pass: &Pass, layer: usize) -> Result<Option<Vec<Vec<usize>>>> {
-        use super::attention::LayerInput;
-        let input = LayerInput::new(&self.rope, pass)?;
-        let mut cache = vec![LayerCache::default(); self.layers.len()];
-        let mut x = self.word_embeddings.forward(pass.ids)?;
-        for (l, layer_cache) in self.layers[..layer].iter().zip(cache.iter_mut()) {
-            x = l.forward(&x, &input, layer_cache)?;
-        }
-        let l = &self.layers[layer];
-        let FeedForward::Experts(moe) = &l.mlp else {
-            return Ok(None);
-        };
-        let x = (&x
-            + l.attn
-                .forward(&x.apply(&l.attn_norm)?, &input, &mut cache[layer])?)?;
-        let h = x.apply(&l.mlp_norm)?;
-        let (b, t, d) = h.dims3()?;
-        let routes = moe.route(&h.reshape((b * t, d))?)?;
-        Ok(Some(
-            routes
-                .into_iter()
-                .map(|r| r.into_iter().map(|(e, _)| e).collect())
-                .collect(),
-        ))
+    pub fn routes(&self, pass: &Pass) -> Result<Vec<Option<super::layer::LayerRoutes>>> {
+        let x = self.word_embeddings.forward(pass.ids)?;
+        super::layer::routes(&self.layers, &self.rope, pass, x)
     }
 }

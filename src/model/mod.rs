@@ -13,6 +13,7 @@ pub mod layer;
 pub mod linear;
 pub mod llada;
 pub mod llada2_moe;
+pub mod llada_moe;
 pub mod mlp;
 pub mod moe;
 pub mod norm;
@@ -44,6 +45,8 @@ pub enum Body {
     Qwen,
     /// LLaDA2's mixture-of-experts body (`llada2_moe.rs`).
     Llada2Moe,
+    /// LLaDA-MoE's mixture-of-experts body (`llada_moe.rs`).
+    LladaMoe,
 }
 
 /// A parsed config.json.
@@ -52,6 +55,7 @@ pub enum Config {
     Llada(llada::Config),
     Qwen(qwen::Config),
     Llada2Moe(llada2_moe::Config),
+    LladaMoe(llada_moe::Config),
 }
 
 impl Config {
@@ -76,6 +80,12 @@ impl Config {
                 cfg.validate().map_err(|e| anyhow!(e))?;
                 Ok(Config::Llada2Moe(cfg))
             }
+            Body::LladaMoe => {
+                let cfg: llada_moe::Config =
+                    serde_json::from_value(json.clone()).map_err(|e| anyhow!("{e}"))?;
+                cfg.validate().map_err(|e| anyhow!(e))?;
+                Ok(Config::LladaMoe(cfg))
+            }
         }
     }
 
@@ -85,6 +95,7 @@ impl Config {
             Config::Llada(_) => Body::Llada,
             Config::Qwen(_) => Body::Qwen,
             Config::Llada2Moe(_) => Body::Llada2Moe,
+            Config::LladaMoe(_) => Body::LladaMoe,
         }
     }
 
@@ -94,6 +105,7 @@ impl Config {
             Config::Llada(c) => c.embedding_rows(),
             Config::Qwen(c) => c.vocab_size,
             Config::Llada2Moe(c) => c.vocab_size,
+            Config::LladaMoe(c) => c.vocab_size,
         }
     }
 
@@ -103,6 +115,7 @@ impl Config {
             Config::Llada(c) => c.parameters(),
             Config::Qwen(c) => c.parameters(),
             Config::Llada2Moe(c) => c.parameters(),
+            Config::LladaMoe(c) => c.parameters(),
         }
     }
 
@@ -112,6 +125,7 @@ impl Config {
             Config::Llada(c) => c.max_sequence_length,
             Config::Qwen(c) => c.max_position_embeddings,
             Config::Llada2Moe(c) => c.max_position_embeddings,
+            Config::LladaMoe(c) => c.max_position_embeddings,
         }
     }
 }
@@ -120,6 +134,7 @@ enum Network {
     Llada(llada::Model),
     Qwen(qwen::Model),
     Llada2Moe(llada2_moe::Model),
+    LladaMoe(llada_moe::Model),
 }
 
 /// How a model's numbers are stored and computed on a device.
@@ -190,11 +205,13 @@ impl Model {
             Config::Llada(c) => Network::Llada(llada::Model::new(c, vb, format)?),
             Config::Qwen(c) => Network::Qwen(qwen::Model::new(c, vb, format)?),
             Config::Llada2Moe(c) => Network::Llada2Moe(llada2_moe::Model::new(c, vb, format)?),
+            Config::LladaMoe(c) => Network::LladaMoe(llada_moe::Model::new(c, vb, format)?),
         };
         let layers = match &network {
             Network::Llada(m) => m.layers(),
             Network::Qwen(m) => m.layers(),
             Network::Llada2Moe(m) => m.layers(),
+            Network::LladaMoe(m) => m.layers(),
         };
         Ok(Self {
             network,
@@ -211,6 +228,7 @@ impl Model {
             Network::Llada(m) => m.hidden(pass, &mut self.cache),
             Network::Qwen(m) => m.hidden(pass, &mut self.cache),
             Network::Llada2Moe(m) => m.hidden(pass, &mut self.cache),
+            Network::LladaMoe(m) => m.hidden(pass, &mut self.cache),
         }
     }
 
@@ -220,6 +238,7 @@ impl Model {
             Network::Llada(m) => m.logits(hidden),
             Network::Qwen(m) => m.logits(hidden),
             Network::Llada2Moe(m) => m.logits(hidden),
+            Network::LladaMoe(m) => m.logits(hidden),
         }
     }
 
@@ -227,12 +246,14 @@ impl Model {
         &self.precision
     }
 
-    /// The LLaDA2 network, for tests that look inside it (the router's choices).
+    /// Each layer's routing of an uncached `pass` in a mixture-of-experts network (`None`
+    /// for a dense layer), for tests that compare the router's choices with the reference's.
     #[cfg(test)]
-    pub fn llada2(&self) -> Option<&llada2_moe::Model> {
+    pub fn routes(&self, pass: &Pass) -> candle_core::Result<Vec<Option<layer::LayerRoutes>>> {
         match &self.network {
-            Network::Llada2Moe(m) => Some(m),
-            _ => None,
+            Network::Llada2Moe(m) => m.routes(pass),
+            Network::LladaMoe(m) => m.routes(pass),
+            Network::Llada(_) | Network::Qwen(_) => Ok(Vec::new()),
         }
     }
 }

@@ -150,7 +150,6 @@ fn layer(cfg: &Config, vb: VarBuilder, format: &WeightFormat) -> Result<Layer> {
         (kv * hd, attn.pp("k_proj")),
         (kv * hd, attn.pp("v_proj")),
     ];
-    let mlp = vb.pp("mlp");
     Ok(Layer {
         attn_norm: RmsNorm::new(d, cfg.rms_norm_eps, vb.pp("input_layernorm"))?,
         attn: SelfAttention {
@@ -162,16 +161,7 @@ fn layer(cfg: &Config, vb: VarBuilder, format: &WeightFormat) -> Result<Layer> {
             head_dim: hd,
         },
         mlp_norm: RmsNorm::new(d, cfg.rms_norm_eps, vb.pp("post_attention_layernorm"))?,
-        mlp: FeedForward::Dense(SwiGlu {
-            gate_up: Linear::stacked(
-                d,
-                &[(m, mlp.pp("gate_proj")), (m, mlp.pp("up_proj"))],
-                false,
-                format,
-            )?,
-            down: Linear::new(m, d, false, mlp.pp("down_proj"), format)?,
-            hidden: m,
-        }),
+        mlp: FeedForward::Dense(SwiGlu::new(d, m, vb.pp("mlp"), format)?),
     })
 }
 

@@ -1,6 +1,7 @@
 //! Writes a GGUF from a safetensors fixture folder the way llama.cpp's `convert_hf_to_gguf.py`
 //! does for the architectures dcoder reads (ggml-org/llama.cpp@0c1e5709: `LLaDAModel`,
-//! `DreamModel`, `Qwen3Model`), so the loader is tested on a fresh clone without `../shared`:
+//! `DreamModel`, `Qwen3Model`, `LLaDAMoEModel` with its experts stacked per layer in expert
+//! order), so the loader is tested on a fresh clone without `../shared`:
 //! the converter's tensor names and metadata keys, LLaDA's q/k rows permuted into llama's
 //! interleaved RoPE order (`LlamaModel.permute`), the tokenizer as `tokenizer.ggml.*` (added
 //! tokens CONTROL or USER_DEFINED, holes padded as `[PAD{id}]` UNUSED), the chat template.
@@ -51,6 +52,7 @@ fn gguf_name(hf: &str) -> Option<String> {
         "v_proj" | "self_attn.v_proj" => "attn_v",
         "attn_out" | "self_attn.o_proj" => "attn_output",
         "self_attn.q_norm" => "attn_q_norm",
+        "mlp.gate" => "ffn_gate_inp",
         "self_attn.k_norm" => "attn_k_norm",
         "ff_norm" | "post_attention_layernorm" => "ffn_norm",
         "ff_proj" | "mlp.gate_proj" => "ffn_gate",
@@ -99,7 +101,9 @@ pub fn convert(dir: &Path, quant: GgmlDType) -> Result<Gguf> {
     let tok_config = read_json(&dir.join("tokenizer_config.json"))?;
     let tokenizer = read_json(&dir.join("tokenizer.json"))?;
     let model_type = config["model_type"].as_str().ok_or("model_type")?;
+    let moe = config["architectures"][0] == "LLaDAMoEModelLM";
     let (arch, pre) = match model_type {
+        "llada" if moe => ("llada-moe", "llada-moe"),
         "llada" => ("llada", "bailingmoe"),
         "Dream" => ("dream", "qwen2"),
         "a2d-qwen3" => ("qwen3", "qwen2"),
@@ -119,7 +123,11 @@ pub fn convert(dir: &Path, quant: GgmlDType) -> Result<Gguf> {
             u("hidden_size")?,
             u("num_attention_heads")?,
             u("num_hidden_layers")?,
-            u("intermediate_size")?,
+            u(if moe {
+                "dense_intermediate_size"
+            } else {
+                "intermediate_size"
+            })?,
             u("vocab_size")?,
         ),
     };
@@ -162,6 +170,19 @@ pub fn convert(dir: &Path, quant: GgmlDType) -> Result<Gguf> {
         g.set(&key("vocab_size"), Value::U32(vocab as u32));
         g.set("diffusion.shift_logits", Value::Bool(false));
     }
+    if moe {
+        g.set(
+            &key("expert_feed_forward_length"),
+            Value::U32(u("expert_intermediate_size")? as u32),
+        );
+        g.set(&key("expert_count"), Value::U32(u("num_experts")? as u32));
+        g.set(
+            &key("expert_used_count"),
+            Value::U32(u("num_experts_per_tok")? as u32),
+        );
+        g.set(&key("attention.causal"), Value::Bool(false));
+        g.set("diffusion.shift_logits", Value::Bool(false));
+    }
     if let Some(hd) = config["head_dim"].as_u64().filter(|_| arch == "qwen3") {
         g.set(&key("attention.key_length"), Value::U32(hd as u32));
         g.set(&key("attention.value_length"), Value::U32(hd as u32));
@@ -190,10 +211,20 @@ pub fn convert(dir: &Path, quant: GgmlDType) -> Result<Gguf> {
         .enumerate()
         .map(|(i, t)| t.unwrap_or((format!("[PAD{i}]"), UNUSED)))
         .unzip();
+    // The word-level stand-in tokenizer (no merges) travels whole as gguf-py's
+    // `tokenizer.huggingface.json`; llama.cpp's converter would refuse it.
+    let bpe = tokenizer["model"]["type"] == "BPE";
+    if !bpe {
+        g.set(
+            "tokenizer.huggingface.json",
+            Value::String(tokenizer.to_string()),
+        );
+    }
     let merges: Vec<Value> = tokenizer["model"]["merges"]
         .as_array()
-        .ok_or("merges")?
-        .iter()
+        .filter(|_| bpe)
+        .into_iter()
+        .flatten()
         .filter_map(|m| match m {
             Json::String(s) => Some(s.clone()),
             Json::Array(pair) => Some(format!("{} {}", pair[0].as_str()?, pair[1].as_str()?)),
@@ -210,7 +241,8 @@ pub fn convert(dir: &Path, quant: GgmlDType) -> Result<Gguf> {
         ("padding", id_key("pad_token_id").or(text_key("pad_token"))),
         ("mask", id_key("mask_token_id").or(text_key("mask_token"))),
     ];
-    g.set("tokenizer.ggml.model", Value::String("gpt2".into()));
+    let model = if bpe { "gpt2" } else { "none" };
+    g.set("tokenizer.ggml.model", Value::String(model.into()));
     g.set("tokenizer.ggml.pre", Value::String(pre.into()));
     g.set(
         "tokenizer.ggml.tokens",
@@ -239,6 +271,31 @@ pub fn convert(dir: &Path, quant: GgmlDType) -> Result<Gguf> {
         candle_core::safetensors::load(dir.join("model.safetensors"), &Device::Cpu)?;
     let mut names: Vec<&String> = weights.keys().collect();
     names.sort();
+    // `LLaDAMoEModel.modify_tensors`: each layer's experts stacked in expert order.
+    let mut stacks: std::collections::BTreeMap<String, Vec<(usize, Tensor)>> = Default::default();
+    for hf in names.iter().filter(|n| n.contains(".mlp.experts.")) {
+        let rest = hf.strip_prefix("model.layers.").ok_or("expert name")?;
+        let (layer, rest) = rest.split_once(".mlp.experts.").ok_or("expert name")?;
+        let (e, proj) = rest.split_once('.').ok_or("expert name")?;
+        let g_name = match proj {
+            "gate_proj.weight" => "ffn_gate_exps",
+            "up_proj.weight" => "ffn_up_exps",
+            "down_proj.weight" => "ffn_down_exps",
+            other => return Err(format!("expert tensor {other}").into()),
+        };
+        let w = weights[*hf].to_dtype(DType::F32)?;
+        stacks
+            .entry(format!("blk.{layer}.{g_name}.weight"))
+            .or_default()
+            .push((e.parse()?, w));
+    }
+    for (name, mut experts) in stacks {
+        experts.sort_by_key(|(e, _)| *e);
+        let parts: Vec<Tensor> = experts.into_iter().map(|(_, w)| w).collect();
+        let w = Tensor::stack(&parts, 0)?;
+        g.tensors.push((name, QTensor::quantize(&w, quant)?));
+    }
+    names.retain(|n| !n.contains(".mlp.experts."));
     for hf in names {
         let name = gguf_name(hf).ok_or(format!("no GGUF name for {hf}"))?;
         let mut w = weights[hf].to_dtype(DType::F32)?;
