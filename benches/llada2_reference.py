@@ -5,7 +5,8 @@
 The authors' `LLaDA2MoeModelLM.generate()` (inclusionAI's HF file, vendored in ZHZisZZ/dllm
 `dllm/pipelines/llada2/models/`) recomputes the whole window `x[:, :(block + 1) * block_length]`
 at every denoising step, with the block-causal mask and the LM head on every row, and no cache.
-This script imports that file (pass its folder with --modeling: fetch it, never commit it),
+(`generate()` builds its mask in bf16; in an f32 run the mask here is f32, which is all SDPA
+accepts there.) This script imports that file (pass its folder with --modeling: fetch it, never commit it),
 builds the model with the `llada2-mini` shape at a few layer counts with random bf16 weights
 (16.3B weights in bf16 do not fit this machine's 24 GiB), times one forward per window length,
 and extrapolates linearly in the number of mixture-of-experts layers to the real 20 layers
@@ -65,7 +66,7 @@ def torch_child(a):
             blocks = window // 32
             block_mask = torch.tril(torch.ones(blocks, blocks))
             mask = (block_mask.repeat_interleave(32, 0).repeat_interleave(32, 1)
-                    .unsqueeze(0).unsqueeze(0).log().to(torch.bfloat16))
+                    .unsqueeze(0).unsqueeze(0).log().to(dtype))
             ids = torch.randint(0, SHAPE["vocab_size"], (1, window))
             pos = torch.arange(window).unsqueeze(0)
             runs = []
@@ -86,7 +87,7 @@ def main():
     ap.add_argument("--modeling", required=True, help="folder with the authors' modeling_llada2_moe.py")
     ap.add_argument("--python", default=sys.executable)
     ap.add_argument("--dcoder", default=os.path.join(ROOT, "target/release/dcoder"))
-    ap.add_argument("--quant", nargs="+", default=["q4_k"])
+    ap.add_argument("--quant", nargs="*", default=["q4_0"], help="dcoder types to run (none: the reference only)")
     ap.add_argument("--dtype", default="bf16", help="the reference's dtype (the cards load bf16)")
     ap.add_argument("--threads", type=int, default=os.cpu_count())
     ap.add_argument("--layers", nargs=2, type=int, default=[2, 3])

@@ -159,11 +159,11 @@ pub struct SamplerArgs {
     #[arg(long)]
     pub eos_last: bool,
 
-    /// Dream: keep the smallest set of tokens whose probability passes P (nucleus sampling).
+    /// Dream, LLaDA2 (above temperature 0): keep the smallest set of tokens whose probability passes P (nucleus sampling).
     #[arg(long, value_name = "P", allow_negative_numbers = true)]
     pub top_p: Option<f64>,
 
-    /// Dream: keep the K most likely tokens.
+    /// Dream, LLaDA2 (above temperature 0; before top-p): keep the K most likely tokens.
     #[arg(long, value_name = "K")]
     pub top_k: Option<usize>,
 

@@ -90,6 +90,25 @@ pub fn ensure_fits(elements: usize, dtype: DType, device: &Device) -> Result<()>
     }
 }
 
+/// [`ensure_fits`] for weights quantized to `ty` (named `name`) as they are made.
+pub fn ensure_quantized_fits(
+    elements: usize,
+    ty: GgmlDType,
+    name: &str,
+    device: &Device,
+) -> Result<()> {
+    let need = (elements as f64 * ty.type_size() as f64 / ty.block_size() as f64) as u64;
+    match available_memory().filter(|&a| device.is_cpu() && need > usable(a)) {
+        Some(avail) => bail!(
+            "the weights need {} in {name} but only {} of memory is free; {}",
+            indicatif::HumanBytes(need),
+            indicatif::HumanBytes(avail),
+            fitting_quant(elements as u64, avail)
+        ),
+        None => Ok(()),
+    }
+}
+
 /// What a load may take of the free memory: the rest is for activations, caches and the OS.
 fn usable(avail: u64) -> u64 {
     avail / 20 * 19

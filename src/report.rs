@@ -76,7 +76,8 @@ pub struct Settings {
 impl From<&Plan> for Settings {
     fn from(p: &Plan) -> Self {
         let (top_p, top_k) = match p.decision {
-            DecisionRule::Dream { top_p, top_k, .. } => (top_p, top_k),
+            DecisionRule::Dream { top_p, top_k, .. }
+            | DecisionRule::Llada2 { top_p, top_k, .. } => (top_p, top_k),
             DecisionRule::Llada { .. } => (None, None),
         };
         Settings {

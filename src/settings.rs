@@ -275,10 +275,12 @@ pub fn resolve(
     if strategy == Strategy::Origin && block_length.is_some() {
         bail!("--strategy origin follows Dream's timestep schedule; drop --block-length");
     }
-    // Flags of another family's sampler are errors rather than silently ignored.
+    // Flags of another family's sampler are errors rather than silently ignored. LLaDA2's
+    // `generate()` takes top-p and top-k too.
+    let llada2 = matches!(family, Family::BlockDiffusion(g) if g == BlockGrid::LLADA2);
     let dream: &[(&str, bool)] = &[
-        ("--top-p", flags.top_p.is_some()),
-        ("--top-k", flags.top_k.is_some()),
+        ("--top-p", flags.top_p.is_some() && !llada2),
+        ("--top-k", flags.top_k.is_some() && !llada2),
         ("--alg-temp", flags.alg_temp.is_some()),
         ("--eps", flags.eps.is_some()),
     ];
@@ -294,7 +296,10 @@ pub fn resolve(
             (block_diffusion_flags, "block-diffusion"),
         ],
         Family::Dream => [(llada, "LLaDA"), (block_diffusion_flags, "block-diffusion")],
-        Family::BlockDiffusion(_) => [(dream, "Dream-family"), (llada, "LLaDA")],
+        Family::BlockDiffusion(_) => [
+            (dream, "Dream-family (and, for --top-p/--top-k, LLaDA2)"),
+            (llada, "LLaDA"),
+        ],
     };
     for (flags, owner) in foreign {
         if let Some((flag, _)) = flags.iter().find(|(_, set)| *set) {
@@ -394,6 +399,11 @@ pub fn resolve(
     let decision = match family {
         Family::Dream => DecisionRule::Dream {
             strategy,
+            temperature,
+            top_p,
+            top_k,
+        },
+        Family::BlockDiffusion(g) if g == BlockGrid::LLADA2 => DecisionRule::Llada2 {
             temperature,
             top_p,
             top_k,
@@ -743,6 +753,32 @@ mod tests {
             (bd3lm.cache(), bd3lm.threshold()),
             (CacheMode::Prefix, Some(0.9))
         );
+        Ok(())
+    }
+
+    /// LLaDA2 takes top-p and top-k (its `generate()` does) and decides by its own rule; other
+    /// block-diffusion samplers refuse them.
+    #[test]
+    fn llada2_samples_with_its_filters_and_bd3lm_refuses_them() -> Result<()> {
+        let flags = Defaults {
+            temperature: Some(0.7),
+            top_p: Some(0.9),
+            top_k: Some(50),
+            ..Default::default()
+        };
+        let llada2 = Family::BlockDiffusion(BlockGrid::LLADA2);
+        let p = resolve_for(&flags, &Defaults::default(), llada2, 0)?;
+        assert_eq!(
+            p.decision,
+            DecisionRule::Llada2 {
+                temperature: 0.7,
+                top_p: Some(0.9),
+                top_k: Some(50)
+            }
+        );
+        let bd3lm = Family::BlockDiffusion(BlockGrid::BD3LM);
+        let err = resolve_for(&flags, &Defaults::default(), bd3lm, 0).expect_err("bd3lm");
+        assert!(err.to_string().contains("--top-p"), "{err}");
         Ok(())
     }
 }

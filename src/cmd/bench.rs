@@ -14,7 +14,7 @@ use serde::Serialize;
 use serde_json::Value;
 
 use crate::cli::{BenchArgs, QMatmul};
-use crate::device::{describe, ensure_fits, pick_device, pick_dtype};
+use crate::device::{describe, ensure_fits, ensure_quantized_fits, pick_device, pick_dtype};
 use crate::diffusion::{self, SpecialIds};
 use crate::gguf::file::{lower_name, parse_type};
 use crate::hub::Source;
@@ -100,15 +100,18 @@ fn load(args: &BenchArgs) -> Result<Loaded> {
             }
             Some(q) => {
                 let ty = parse_type(q)?;
+                ensure_quantized_fits(config.parameters(), ty, lower_name(ty), &device)?;
                 Some((Arc::new(RandomQuantized::new(ty)), lower_name(ty)))
             }
-            None => None,
+            None => {
+                ensure_fits(config.parameters(), dtype, &device)?;
+                None
+            }
         };
         let precision = match &quantized {
             Some((source, name)) => Precision::quantized(source.clone(), name),
             None => Precision::new(dtype, &device),
         };
-        ensure_fits(config.parameters(), dtype, &device)?;
         let start = Instant::now();
         let vb = random_var_builder(&shape.absent, precision.activations, &device);
         let model = Model::new(&config, vb, precision).map_err(|e| anyhow!("{e}"))?;

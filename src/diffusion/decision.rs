@@ -53,20 +53,30 @@ pub enum DecisionRule {
         top_p: Option<f64>,
         top_k: Option<usize>,
     },
+    /// LLaDA2's `_sample_with_temperature_topk_topp` (inclusionAI's `modeling_llada2_moe.py`):
+    /// at temperature 0 the argmax and its softmax probability, the filters ignored (LLaDA's
+    /// greedy rule); above 0 `logits / T`, top-k, then top-p, one multinomial draw, and the
+    /// drawn token's probability under that filtered distribution as its confidence.
+    Llada2 {
+        temperature: f64,
+        top_p: Option<f64>,
+        top_k: Option<usize>,
+    },
 }
 
 impl DecisionRule {
     pub fn strategy(&self) -> Strategy {
         match *self {
             DecisionRule::Llada { strategy, .. } | DecisionRule::Dream { strategy, .. } => strategy,
+            DecisionRule::Llada2 { .. } => Strategy::Confidence,
         }
     }
 
     pub fn temperature(&self) -> f64 {
         match *self {
-            DecisionRule::Llada { temperature, .. } | DecisionRule::Dream { temperature, .. } => {
-                temperature
-            }
+            DecisionRule::Llada { temperature, .. }
+            | DecisionRule::Dream { temperature, .. }
+            | DecisionRule::Llada2 { temperature, .. } => temperature,
         }
     }
 
@@ -95,7 +105,28 @@ impl DecisionRule {
                 temperature,
                 top_p,
                 top_k,
+                top_k_first: false,
                 strategy,
+                logit_bias,
+            }),
+            DecisionRule::Llada2 { temperature, .. } if temperature == 0.0 => {
+                Rule::Llada(LladaRule {
+                    temperature,
+                    strategy: Strategy::Confidence,
+                    logit_bias,
+                    confidence_bias,
+                })
+            }
+            DecisionRule::Llada2 {
+                temperature,
+                top_p,
+                top_k,
+            } => Rule::Dream(DreamRule {
+                temperature,
+                top_p,
+                top_k,
+                top_k_first: true,
+                strategy: Strategy::Confidence,
                 logit_bias,
             }),
         }
@@ -257,6 +288,8 @@ pub struct DreamRule<'a> {
     pub temperature: f64,
     pub top_p: Option<f64>,
     pub top_k: Option<usize>,
+    /// Top-k before top-p (LLaDA2's order); Dream applies top-p first.
+    pub top_k_first: bool,
     pub strategy: Strategy,
     /// `-inf` at EOS for `--suppress-eos`.
     pub logit_bias: Option<&'a Tensor>,
@@ -320,18 +353,30 @@ impl DreamRule<'_> {
         } else {
             row.to_vec()
         };
-        // 2-3. top-p then top-k: the surviving ids (all of them without filters). torch keeps
-        // every logit >= the k-th largest, so ties at the top-k cut stay.
-        let mut kept: Vec<usize> = match self.top_p.filter(|&p| p < 1.0) {
-            Some(p) => top_p_ids(&scaled, p),
-            None => (0..scaled.len()).collect(),
+        // 2-3. top-p then top-k (Dream), or top-k then top-p (LLaDA2): the surviving ids (all
+        // of them without filters). torch keeps every logit >= the k-th largest, so ties at the
+        // top-k cut stay; top-p's softmax is over what survived before it.
+        let top_p = |kept: Vec<usize>| match self.top_p.filter(|&p| p < 1.0) {
+            Some(p) => {
+                let sub: Vec<f32> = kept.iter().map(|&i| scaled[i]).collect();
+                top_p_ids(&sub, p).into_iter().map(|j| kept[j]).collect()
+            }
+            None => kept,
         };
-        if let Some(k) = self.top_k.filter(|&k| k > 0 && k < kept.len()) {
-            let mut values: Vec<f32> = kept.iter().map(|&i| scaled[i]).collect();
-            let (_, cut, _) = values.select_nth_unstable_by(k - 1, |a, b| b.total_cmp(a));
-            let cut = *cut;
-            kept.retain(|&i| scaled[i] >= cut);
-        }
+        let top_k = |mut kept: Vec<usize>| {
+            if let Some(k) = self.top_k.filter(|&k| k > 0 && k < kept.len()) {
+                let mut values: Vec<f32> = kept.iter().map(|&i| scaled[i]).collect();
+                let (_, cut, _) = values.select_nth_unstable_by(k - 1, |a, b| b.total_cmp(a));
+                let cut = *cut;
+                kept.retain(|&i| scaled[i] >= cut);
+            }
+            kept
+        };
+        let all: Vec<usize> = (0..scaled.len()).collect();
+        let kept = match self.top_k_first {
+            true => top_p(top_k(all)),
+            false => top_k(top_p(all)),
+        };
         // 4. softmax over the survivors (the removed ones have probability 0).
         let max = kept
             .iter()
@@ -460,6 +505,7 @@ mod tests {
             temperature: 0.0,
             top_p: None,
             top_k: None,
+            top_k_first: false,
             strategy,
             logit_bias: None,
         }
@@ -651,6 +697,18 @@ mod tests {
             (d.confidence - 4.0 / 7.0).abs() < 1e-6,
             "renormalised over the kept two"
         );
+        // LLaDA2 filters top-k first: of the top two (.4, .3 -> .57, .43) top-p 0.5 keeps one;
+        // Dream's order keeps both.
+        for (top_k_first, want) in [(true, 1.0), (false, 4.0 / 7.0)] {
+            let r = DreamRule {
+                top_p: Some(0.5),
+                top_k: Some(2),
+                top_k_first,
+                ..dream(Strategy::Confidence)
+            };
+            let d = r.decide_row(&logits, &mut rng());
+            assert!((d.confidence - want).abs() < 1e-6, "{top_k_first}: {d:?}");
+        }
     }
 
     #[test]

@@ -16,6 +16,7 @@
 
 use candle_core::{DType, Module, Result, Tensor};
 use candle_nn::VarBuilder;
+use rayon::prelude::*;
 
 use super::linear::WeightFormat;
 use super::mlp::SwiGlu;
@@ -182,18 +183,29 @@ impl Module for Moe {
                 weights[e].push(w);
             }
         }
-        let mut out = flat.zeros_like()?;
-        for (e, expert) in self.experts.iter().enumerate() {
-            if rows[e].is_empty() {
-                continue;
-            }
+        let active: Vec<usize> = (0..self.experts.len())
+            .filter(|&e| !rows[e].is_empty())
+            .collect();
+        // One expert's weighted output for its rows, and the rows.
+        let run = |e: usize| -> Result<(Tensor, Tensor)> {
             let n = rows[e].len();
             let ids = Tensor::from_slice(&rows[e], n, x.device())?;
             let w = Tensor::from_slice(&weights[e], (n, 1), x.device())?.to_dtype(x.dtype())?;
-            let y = expert
+            let y = self.experts[e]
                 .forward(&flat.index_select(&ids, 0)?.unsqueeze(0)?)?
                 .squeeze(0)?;
-            out = out.index_add(&ids, &y.broadcast_mul(&w)?, 0)?;
+            Ok((ids, y.broadcast_mul(&w)?))
+        };
+        // On the CPU the experts run side by side: most get a few rows of a block, products too
+        // small to spread over the threads themselves (candle's few-row kernels run on one).
+        let outputs: Vec<(Tensor, Tensor)> = match x.device().is_cpu() {
+            true => active.par_iter().map(|&e| run(e)).collect::<Result<_>>()?,
+            false => active.iter().map(|&e| run(e)).collect::<Result<_>>()?,
+        };
+        // Added in expert order, as one at a time would: the sum does not depend on threads.
+        let mut out = flat.zeros_like()?;
+        for (ids, y) in outputs {
+            out = out.index_add(&ids, &y, 0)?;
         }
         let mut out = out.reshape((b, t, h))?;
         if let Some(shared) = &self.shared {

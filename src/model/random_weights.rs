@@ -46,12 +46,23 @@ pub fn random_var_builder(absent: &[String], dtype: DType, device: &Device) -> V
 
 /// Random matmul weights quantized to `dtype` as they are asked for (`bench --random --quant`):
 /// every `[out, in]` weight whose rows are whole blocks; the rest stays dense.
+///
+/// One random tensor is quantized per shape and its blocks copied into every later tensor of
+/// that shape: each tensor still has memory of its own (the products read as many bytes as a
+/// checkpoint's), but a 16B mixture of experts loads in seconds rather than the quarter of an
+/// hour that drawing and k-quantizing 16B values takes. Equal weights across layers and experts
+/// do not change the time of a product; the routers, which decide which experts run, stay
+/// random per layer (they are f32 tensors of [`random_var_builder`]).
 #[derive(Debug)]
 pub struct RandomQuantized {
     dtype: candle_core::quantized::GgmlDType,
     /// Bytes of the quantized tensors handed out, and their element count.
     bytes: std::sync::atomic::AtomicU64,
     elements: std::sync::atomic::AtomicU64,
+    /// The stored bytes of the first tensor of each shape, and its type.
+    blocks: std::sync::Mutex<
+        std::collections::HashMap<(usize, usize), (candle_core::quantized::GgmlDType, Vec<u8>)>,
+    >,
 }
 
 impl RandomQuantized {
@@ -60,6 +71,7 @@ impl RandomQuantized {
             dtype,
             bytes: Default::default(),
             elements: Default::default(),
+            blocks: Default::default(),
         }
     }
 
@@ -81,13 +93,29 @@ impl super::linear::QuantizedWeights for RandomQuantized {
         (out, inp): (usize, usize),
     ) -> Result<candle_core::quantized::QTensor> {
         use std::sync::atomic::Ordering::Relaxed;
-        let a = STD * 3f64.sqrt();
-        let w = Tensor::rand(-a as f32, a as f32, (out, inp), &Device::Cpu)?;
-        let dtype = match inp % self.dtype.block_size() {
-            0 => self.dtype,
-            _ => candle_core::quantized::GgmlDType::F32,
+        let mut blocks = self
+            .blocks
+            .lock()
+            .map_err(|_| candle_core::Error::msg("the random weights' lock is poisoned"))?;
+        let (dtype, bytes) = match blocks.entry((out, inp)) {
+            std::collections::hash_map::Entry::Occupied(e) => e.into_mut(),
+            std::collections::hash_map::Entry::Vacant(e) => {
+                let a = STD * 3f64.sqrt();
+                let w = Tensor::rand(-a as f32, a as f32, (out, inp), &Device::Cpu)?;
+                let dtype = match inp % self.dtype.block_size() {
+                    0 => self.dtype,
+                    _ => candle_core::quantized::GgmlDType::F32,
+                };
+                let q = candle_core::quantized::QTensor::quantize(&w, dtype)?;
+                e.insert((dtype, q.data()?.to_vec()))
+            }
         };
-        let q = candle_core::quantized::QTensor::quantize(&w, dtype)?;
+        let q = candle_core::quantized::ggml_file::qtensor_from_ggml(
+            *dtype,
+            bytes,
+            vec![out, inp],
+            &Device::Cpu,
+        )?;
         self.bytes
             .fetch_add(q.storage_size_in_bytes() as u64, Relaxed);
         self.elements.fetch_add((out * inp) as u64, Relaxed);
