@@ -60,10 +60,11 @@ pub struct RandomQuantized {
     bytes: std::sync::atomic::AtomicU64,
     elements: std::sync::atomic::AtomicU64,
     /// The stored bytes of the first tensor of each shape, and its type.
-    blocks: std::sync::Mutex<
-        std::collections::HashMap<(usize, usize), (candle_core::quantized::GgmlDType, Vec<u8>)>,
-    >,
+    blocks: std::sync::Mutex<std::collections::HashMap<(usize, usize), StoredBlocks>>,
 }
+
+/// A quantized tensor's type and stored bytes.
+type StoredBlocks = (candle_core::quantized::GgmlDType, Vec<u8>);
 
 impl RandomQuantized {
     pub fn new(dtype: candle_core::quantized::GgmlDType) -> Self {
