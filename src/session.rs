@@ -457,7 +457,7 @@ fn gguf_tokens(
         generation_config: None,
         tokenizer_config: Some(&gguf.tokenizer_config),
     };
-    let tokenizer = Tokenizer::from_built(gguf.tokenizer()?, &token_files, arch_spec)
+    let tokenizer = Tokenizer::from_built(gguf.tokenizer(), &token_files, arch_spec)
         .with_context(|| gguf.path().display().to_string())?;
     let template = ChatTemplate::find(Some(&gguf.tokenizer_config), None)?;
     Ok((tokenizer, template))

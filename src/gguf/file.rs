@@ -149,6 +149,20 @@ impl GgufFile {
         })
     }
 
+    /// Drops the metadata the tokenizer was built from (tokens, merges, token types, an HF
+    /// tokenizer.json), which is by far the largest and is not read again.
+    pub fn forget_tokenizer_arrays(&mut self) {
+        for key in [
+            "tokenizer.ggml.tokens",
+            "tokenizer.ggml.merges",
+            "tokenizer.ggml.token_type",
+            "tokenizer.huggingface.json",
+        ] {
+            self.content.metadata.remove(key);
+        }
+        self.content.metadata.shrink_to_fit();
+    }
+
     pub fn metadata(&self, key: &str) -> Option<&Value> {
         self.content.metadata.get(key)
     }

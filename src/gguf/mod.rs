@@ -47,6 +47,8 @@ pub struct GgufModel {
     pub config: Value,
     /// tokenizer_config.json's token texts and `chat_template`.
     pub tokenizer_config: Value,
+    /// The tokenizer the metadata describes, built when the file is opened.
+    tokenizer: Box<tokenizers::Tokenizer>,
 }
 
 /// The dcoder architecture of a GGUF architecture, given `--family`.
@@ -79,7 +81,7 @@ fn arch_of(path: &Path, gguf_arch: &str, family: Option<Arch>) -> Result<Arch> {
 
 impl GgufModel {
     pub fn open(path: &Path, family: Option<Arch>) -> Result<GgufModel> {
-        let file = GgufFile::open(path)?;
+        let mut file = GgufFile::open(path)?;
         let gguf_arch = file.string("general.architecture")?.to_string();
         let arch = arch_of(path, &gguf_arch, family)?;
         let body = arch.body();
@@ -92,6 +94,10 @@ impl GgufModel {
         }
         let mut config = config::config_json(&file, &gguf_arch, body)?;
         let (ids, tokenizer_config) = tokenizer::token_configs(&file)?;
+        let built = tokenizer::build(&file)?;
+        // The vocabulary's metadata arrays (some 20 MB for a 126k vocabulary) have served their
+        // purpose: freed now, before the weights load, they are not part of the peak.
+        file.forget_tokenizer_arrays();
         if let (Value::Object(c), Value::Object(ids)) = (&mut config, ids) {
             c.extend(ids);
         }
@@ -101,6 +107,7 @@ impl GgufModel {
             gguf_arch,
             config,
             tokenizer_config,
+            tokenizer: Box::new(built),
         })
     }
 
@@ -108,8 +115,8 @@ impl GgufModel {
         &self.file.path
     }
 
-    pub fn tokenizer(&self) -> Result<tokenizers::Tokenizer> {
-        tokenizer::build(&self.file)
+    pub fn tokenizer(&self) -> tokenizers::Tokenizer {
+        (*self.tokenizer).clone()
     }
 
     /// The tensors under the names of `body`'s checkpoints.

@@ -273,14 +273,22 @@ fn quantized_parts(tensors: Vec<QTensor>, device: &candle_core::Device) -> Resul
                 Some(t) => t,
                 None => {
                     let (dtype, cols) = (run[0].dtype(), run[0].shape().dims2()?.1);
-                    let mut bytes = Vec::new();
+                    let size: usize = run.iter().map(QTensor::storage_size_in_bytes).sum();
+                    let mut bytes = Vec::with_capacity(size);
                     let mut rows = 0;
                     for t in &run {
                         bytes.extend_from_slice(&t.data()?);
                         rows += t.shape().dims2()?.0;
                     }
                     drop(run);
-                    Arc::new(qtensor_from_ggml(dtype, &bytes, vec![rows, cols], device)?)
+                    let stacked = qtensor_from_ggml(dtype, &bytes, vec![rows, cols], device)?;
+                    drop(bytes);
+                    // The parts and the staging copy leave holes in the heap that later, other-
+                    // sized tensors fill only in part; handed back now, they never add up to a
+                    // load-time peak (the staging copies of every layer's q/k/v and gate/up
+                    // measured ~110 MB above the loaded model's resident size on a 0.8B GGUF).
+                    crate::allocator::return_freed();
+                    Arc::new(stacked)
                 }
             };
             Ok(QuantPart {
