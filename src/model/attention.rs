@@ -12,7 +12,9 @@ use candle_core::{Module, Result, Tensor};
 
 use super::denoiser::Pass;
 use super::kv_cache::{CacheOp, LayerCache};
-use super::linear::Linear;
+use candle_nn::VarBuilder;
+
+use super::linear::{Linear, WeightFormat};
 use super::norm::RmsNorm;
 use super::rotary::RotaryEmbedding;
 
@@ -54,6 +56,39 @@ pub struct SelfAttention {
 }
 
 impl SelfAttention {
+    /// The Hugging Face (Llama/Qwen) layout under `vb` (`self_attn`): `q_proj`, `k_proj` and
+    /// `v_proj` stacked, with biases where `bias`, `o_proj` without, and the per-head `q_norm`
+    /// and `k_norm` of epsilon `qk_norm` where given. `(heads, kv_heads, head_dim)` shape it.
+    pub fn hf(
+        d: usize,
+        (h, kv, hd): (usize, usize, usize),
+        bias: bool,
+        qk_norm: Option<f64>,
+        vb: VarBuilder,
+        format: &WeightFormat,
+    ) -> Result<Self> {
+        let qk_norm = match qk_norm {
+            Some(eps) => Some((
+                RmsNorm::new(hd, eps, vb.pp("q_norm"))?,
+                RmsNorm::new(hd, eps, vb.pp("k_norm"))?,
+            )),
+            None => None,
+        };
+        let parts = [
+            (h * hd, vb.pp("q_proj")),
+            (kv * hd, vb.pp("k_proj")),
+            (kv * hd, vb.pp("v_proj")),
+        ];
+        Ok(SelfAttention {
+            qkv: Linear::stacked(d, &parts, bias, format)?,
+            out: Linear::new(h * hd, d, false, vb.pp("o_proj"), format)?,
+            qk_norm,
+            heads: h,
+            kv_heads: kv,
+            head_dim: hd,
+        })
+    }
+
     /// `x` `[b, t, hidden]` through attention, reading and updating `cache` as the pass says.
     pub fn forward(
         &self,

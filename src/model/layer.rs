@@ -70,37 +70,3 @@ pub fn run_layers(
     }
     x.apply(final_norm)
 }
-
-/// Routes of one layer: per position, the chosen experts (best first) and their weights.
-#[cfg(test)]
-pub type LayerRoutes = Vec<Vec<(usize, f32)>>;
-
-/// Each layer's routing of an uncached `pass` from embeddings `x`: `None` for a dense layer.
-/// The forward checks compare it with the reference's router choices.
-#[cfg(test)]
-pub fn routes(
-    layers: &[Layer],
-    rope: &RotaryEmbedding,
-    pass: &Pass,
-    mut x: Tensor,
-) -> Result<Vec<Option<LayerRoutes>>> {
-    let input = LayerInput::new(rope, pass)?;
-    let mut out = Vec::with_capacity(layers.len());
-    for layer in layers {
-        let mut cache = LayerCache::default();
-        let h = (&x
-            + layer
-                .attn
-                .forward(&x.apply(&layer.attn_norm)?, &input, &mut cache)?)?;
-        let m = h.apply(&layer.mlp_norm)?;
-        out.push(match &layer.mlp {
-            FeedForward::Experts(moe) => {
-                let (b, t, d) = m.dims3()?;
-                Some(moe.route(&m.reshape((b * t, d))?)?)
-            }
-            FeedForward::Dense(_) => None,
-        });
-        x = (&h + layer.mlp.forward(&m)?)?;
-    }
-    Ok(out)
-}

@@ -15,18 +15,17 @@
 //! References: <https://huggingface.co/GSAI-ML/LLaDA-8B-Instruct>,
 //! <https://github.com/ML-GSAI/LLaDA>, <https://github.com/NVlabs/Fast-dLLM>.
 
-use candle_core::{Result, Tensor};
+use candle_core::Result;
 use candle_nn::VarBuilder;
 use serde::Deserialize;
 
 use super::attention::SelfAttention;
-use super::denoiser::Pass;
-use super::kv_cache::LayerCache;
-use super::layer::{run_layers, FeedForward, Layer};
+use super::layer::{FeedForward, Layer};
 use super::linear::{Linear, TokenEmbedding, WeightFormat};
 use super::mlp::SwiGlu;
 use super::norm::RmsNorm;
 use super::rotary::{RopeMath, RotaryEmbedding};
+use super::stack::{lm_head, Stack};
 
 /// config.json of a LLaDA checkpoint; field names are the HF keys.
 #[derive(Debug, Clone, PartialEq, Deserialize)]
@@ -209,62 +208,48 @@ fn layer(cfg: &Config, vb: VarBuilder, format: &WeightFormat) -> Result<Layer> {
     })
 }
 
-/// The LLaDA network: ids in, final-norm hidden states or logits out.
+/// The LLaDA network: ids in, final-norm hidden states or logits out (`Stack`). Without a
+/// cache the reference places token `i` at position `i`, pads included (no position ids).
 #[derive(Debug, Clone)]
-pub struct Model {
-    wte: TokenEmbedding,
-    blocks: Vec<Layer>,
-    ln_f: RmsNorm,
-    lm_head: Linear,
-    rope: RotaryEmbedding,
-}
+pub struct Model(Stack);
 
 impl Model {
     pub fn new(cfg: &Config, vb: VarBuilder, format: &WeightFormat) -> Result<Self> {
         let vb = vb.pp("model").pp("transformer");
-        let wte = TokenEmbedding::new(cfg.embedding_rows(), cfg.d_model, vb.pp("wte"), format)?;
-        let blocks = (0..cfg.n_layers)
+        let (d, vocab) = (cfg.d_model, cfg.embedding_rows());
+        let embed = TokenEmbedding::new(vocab, d, vb.pp("wte"), format)?;
+        let layers = (0..cfg.n_layers)
             .map(|i| layer(cfg, vb.pp("blocks").pp(i), format))
             .collect::<Result<Vec<_>>>()?;
-        let lm_head = match cfg.weight_tying {
-            true => wte.as_head(format)?,
-            false => Linear::new(
-                cfg.d_model,
-                cfg.embedding_rows(),
-                false,
+        Ok(Self(Stack {
+            head: lm_head(
+                cfg.weight_tying,
+                &embed,
+                (vocab, d),
                 vb.pp("ff_out"),
                 format,
             )?,
-        };
-        Ok(Self {
-            wte,
-            blocks,
-            ln_f: RmsNorm::new(cfg.d_model, cfg.rms_norm_eps, vb.pp("ln_f"))?,
-            lm_head,
+            embed,
+            layers,
+            norm: RmsNorm::new(d, cfg.rms_norm_eps, vb.pp("ln_f"))?,
             rope: RotaryEmbedding::new(cfg.head_dim(), cfg.rope_theta, RopeMath::F32),
-        })
+        }))
     }
+}
 
-    pub fn layers(&self) -> usize {
-        self.blocks.len()
-    }
-
-    /// Final-norm hidden states `[batch, n, d_model]` of a pass. Without a cache the reference
-    /// places token `i` at position `i`, pads included (no position ids).
-    pub fn hidden(&self, pass: &Pass, cache: &mut [LayerCache]) -> Result<Tensor> {
-        let x = self.wte.forward(pass.ids)?;
-        run_layers(&self.blocks, &self.rope, &self.ln_f, pass, x, cache)
-    }
-
-    /// LM-head logits for hidden states `[batch, rows, d_model]`.
-    pub fn logits(&self, hidden: &Tensor) -> Result<Tensor> {
-        hidden.apply(&self.lm_head)
+impl std::ops::Deref for Model {
+    type Target = Stack;
+    fn deref(&self) -> &Stack {
+        &self.0
     }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::model::denoiser::Pass;
+    use crate::model::kv_cache::LayerCache;
+    use candle_core::Tensor;
     use candle_core::{DType, Device};
 
     fn tiny() -> Config {

@@ -15,19 +15,18 @@
 //! References: <https://huggingface.co/inclusionAI/LLaDA2.0-mini>,
 //! <https://github.com/inclusionAI/dInfer>, <https://github.com/ZHZisZZ/dllm>.
 
-use candle_core::{Result, Tensor};
+use candle_core::Result;
 use candle_nn::VarBuilder;
 use serde::Deserialize;
 
 use super::attention::SelfAttention;
-use super::denoiser::Pass;
-use super::kv_cache::LayerCache;
-use super::layer::{run_layers, FeedForward, Layer};
+use super::layer::{FeedForward, Layer};
 use super::linear::{Linear, TokenEmbedding, WeightFormat};
 use super::mlp::SwiGlu;
 use super::moe::{Moe, Routing};
 use super::norm::RmsNorm;
 use super::rotary::{RopeMath, RotaryEmbedding};
+use super::stack::{lm_head, Stack};
 
 /// config.json of a LLaDA2 checkpoint; field names are the HF keys.
 #[derive(Debug, Clone, PartialEq, Deserialize)]
@@ -261,66 +260,32 @@ fn layer(cfg: &Config, i: usize, vb: VarBuilder, format: &WeightFormat) -> Resul
     })
 }
 
-/// The LLaDA2 network: ids in, final-norm hidden states or logits out.
+/// The LLaDA2 network: ids in, final-norm hidden states or logits out (`Stack`).
 #[derive(Debug, Clone)]
-pub struct Model {
-    word_embeddings: TokenEmbedding,
-    layers: Vec<Layer>,
-    norm: RmsNorm,
-    lm_head: Linear,
-    rope: RotaryEmbedding,
-}
+pub struct Model(Stack);
 
 impl Model {
     pub fn new(cfg: &Config, vb: VarBuilder, format: &WeightFormat) -> Result<Self> {
         let body = vb.pp("model");
-        let word_embeddings = TokenEmbedding::new(
-            cfg.vocab_size,
-            cfg.hidden_size,
-            body.pp("word_embeddings"),
-            format,
-        )?;
+        let (d, vocab) = (cfg.hidden_size, cfg.vocab_size);
+        let embed = TokenEmbedding::new(vocab, d, body.pp("word_embeddings"), format)?;
         let layers = (0..cfg.num_hidden_layers)
             .map(|i| layer(cfg, i, body.pp("layers").pp(i), format))
             .collect::<Result<Vec<_>>>()?;
-        let lm_head = match cfg.tie_word_embeddings && !vb.contains_tensor("lm_head.weight") {
-            true => word_embeddings.as_head(format)?,
-            false => Linear::new(
-                cfg.hidden_size,
-                cfg.vocab_size,
-                false,
-                vb.pp("lm_head"),
-                format,
-            )?,
-        };
-        Ok(Self {
-            word_embeddings,
+        let tied = cfg.tie_word_embeddings && !vb.contains_tensor("lm_head.weight");
+        Ok(Self(Stack {
+            head: lm_head(tied, &embed, (vocab, d), vb.pp("lm_head"), format)?,
+            embed,
             layers,
-            norm: RmsNorm::new(cfg.hidden_size, cfg.rms_norm_eps, body.pp("norm"))?,
-            lm_head,
+            norm: RmsNorm::new(d, cfg.rms_norm_eps, body.pp("norm"))?,
             rope: RotaryEmbedding::new(cfg.rope_dim(), cfg.rope_theta, RopeMath::ModelDtype),
-        })
+        }))
     }
+}
 
-    pub fn layers(&self) -> usize {
-        self.layers.len()
-    }
-
-    /// Final-norm hidden states `[batch, n, hidden]` of a pass.
-    pub fn hidden(&self, pass: &Pass, cache: &mut [LayerCache]) -> Result<Tensor> {
-        let x = self.word_embeddings.forward(pass.ids)?;
-        run_layers(&self.layers, &self.rope, &self.norm, pass, x, cache)
-    }
-
-    /// LM-head logits for hidden states `[batch, rows, hidden]`.
-    pub fn logits(&self, hidden: &Tensor) -> Result<Tensor> {
-        hidden.apply(&self.lm_head)
-    }
-
-    /// Each layer's routing of an uncached `pass` (`None` for a dense layer).
-    #[cfg(test)]
-    pub fn routes(&self, pass: &Pass) -> Result<Vec<Option<super::layer::LayerRoutes>>> {
-        let x = self.word_embeddings.forward(pass.ids)?;
-        super::layer::routes(&self.layers, &self.rope, pass, x)
+impl std::ops::Deref for Model {
+    type Target = Stack;
+    fn deref(&self) -> &Stack {
+        &self.0
     }
 }

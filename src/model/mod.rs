@@ -2,7 +2,8 @@
 //!
 //! Each architecture lives in its own file in the candle-transformers shape (`Config` with HF
 //! key names, `new(cfg, vb)`, its tensor names); the mechanics they share are `layer` (the
-//! pre-norm decoder layer and its SwiGLU MLP), `attention`, `norm` and `rotary`. [`Model`]
+//! pre-norm decoder layer and its SwiGLU MLP), `attention`, `norm`, `rotary`, and `stack` (the
+//! assembled network each of them builds). [`Model`]
 //! wraps whichever network a checkpoint holds and is the engine's [`Denoiser`].
 
 pub mod attention;
@@ -21,6 +22,7 @@ pub mod quant_matmul;
 pub mod qwen;
 pub mod random_weights;
 pub mod rotary;
+pub mod stack;
 
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -249,11 +251,12 @@ impl Model {
     /// Each layer's routing of an uncached `pass` in a mixture-of-experts network (`None`
     /// for a dense layer), for tests that compare the router's choices with the reference's.
     #[cfg(test)]
-    pub fn routes(&self, pass: &Pass) -> candle_core::Result<Vec<Option<layer::LayerRoutes>>> {
+    pub fn routes(&self, pass: &Pass) -> candle_core::Result<Vec<Option<stack::LayerRoutes>>> {
         match &self.network {
+            Network::Llada(m) => m.routes(pass),
+            Network::Qwen(m) => m.routes(pass),
             Network::Llada2Moe(m) => m.routes(pass),
             Network::LladaMoe(m) => m.routes(pass),
-            Network::Llada(_) | Network::Qwen(_) => Ok(Vec::new()),
         }
     }
 }

@@ -16,18 +16,17 @@
 //! network's. References: <https://huggingface.co/Dream-org/Dream-v0-Instruct-7B>,
 //! <https://github.com/DreamLM/Dream>, <https://github.com/ZHZisZZ/dllm>.
 
-use candle_core::{Result, Tensor};
+use candle_core::Result;
 use candle_nn::VarBuilder;
 use serde::Deserialize;
 
 use super::attention::SelfAttention;
-use super::denoiser::Pass;
-use super::kv_cache::LayerCache;
-use super::layer::{run_layers, FeedForward, Layer};
-use super::linear::{Linear, TokenEmbedding, WeightFormat};
+use super::layer::{FeedForward, Layer};
+use super::linear::{TokenEmbedding, WeightFormat};
 use super::mlp::SwiGlu;
 use super::norm::RmsNorm;
 use super::rotary::{RopeMath, RotaryEmbedding};
+use super::stack::{lm_head, Stack};
 
 /// config.json of a Qwen2/Qwen3-bodied checkpoint; field names are the HF keys.
 #[derive(Debug, Clone, PartialEq, Deserialize)]
@@ -138,93 +137,53 @@ fn layer(cfg: &Config, vb: VarBuilder, format: &WeightFormat) -> Result<Layer> {
     );
     let attn = vb.pp("self_attn");
     let bias = attn.contains_tensor("q_proj.bias");
-    let qk_norm = match attn.contains_tensor("q_norm.weight") {
-        true => Some((
-            RmsNorm::new(hd, cfg.rms_norm_eps, attn.pp("q_norm"))?,
-            RmsNorm::new(hd, cfg.rms_norm_eps, attn.pp("k_norm"))?,
-        )),
-        false => None,
-    };
-    let parts = [
-        (h * hd, attn.pp("q_proj")),
-        (kv * hd, attn.pp("k_proj")),
-        (kv * hd, attn.pp("v_proj")),
-    ];
+    let qk_norm = attn
+        .contains_tensor("q_norm.weight")
+        .then_some(cfg.rms_norm_eps);
     Ok(Layer {
         attn_norm: RmsNorm::new(d, cfg.rms_norm_eps, vb.pp("input_layernorm"))?,
-        attn: SelfAttention {
-            qkv: Linear::stacked(d, &parts, bias, format)?,
-            out: Linear::new(h * hd, d, false, attn.pp("o_proj"), format)?,
-            qk_norm,
-            heads: h,
-            kv_heads: kv,
-            head_dim: hd,
-        },
+        attn: SelfAttention::hf(d, (h, kv, hd), bias, qk_norm, attn, format)?,
         mlp_norm: RmsNorm::new(d, cfg.rms_norm_eps, vb.pp("post_attention_layernorm"))?,
         mlp: FeedForward::Dense(SwiGlu::new(d, m, vb.pp("mlp"), format)?),
     })
 }
 
-/// The network: ids in, final-norm hidden states or logits out.
+/// The network: ids in, final-norm hidden states or logits out (`Stack`).
 #[derive(Debug, Clone)]
-pub struct Model {
-    embed_tokens: TokenEmbedding,
-    layers: Vec<Layer>,
-    norm: RmsNorm,
-    lm_head: Linear,
-    rope: RotaryEmbedding,
-}
+pub struct Model(Stack);
 
 impl Model {
     pub fn new(cfg: &Config, vb: VarBuilder, format: &WeightFormat) -> Result<Self> {
         let body = vb.pp("model");
-        let embed_tokens = TokenEmbedding::new(
-            cfg.vocab_size,
-            cfg.hidden_size,
-            body.pp("embed_tokens"),
-            format,
-        )?;
+        let (d, vocab) = (cfg.hidden_size, cfg.vocab_size);
+        let embed = TokenEmbedding::new(vocab, d, body.pp("embed_tokens"), format)?;
         let layers = (0..cfg.num_hidden_layers)
             .map(|i| layer(cfg, body.pp("layers").pp(i), format))
             .collect::<Result<Vec<_>>>()?;
-        let lm_head = match cfg.tie_word_embeddings && !vb.contains_tensor("lm_head.weight") {
-            true => embed_tokens.as_head(format)?,
-            false => Linear::new(
-                cfg.hidden_size,
-                cfg.vocab_size,
-                false,
-                vb.pp("lm_head"),
-                format,
-            )?,
-        };
-        Ok(Self {
-            embed_tokens,
+        let tied = cfg.tie_word_embeddings && !vb.contains_tensor("lm_head.weight");
+        Ok(Self(Stack {
+            head: lm_head(tied, &embed, (vocab, d), vb.pp("lm_head"), format)?,
+            embed,
             layers,
-            norm: RmsNorm::new(cfg.hidden_size, cfg.rms_norm_eps, body.pp("norm"))?,
-            lm_head,
+            norm: RmsNorm::new(d, cfg.rms_norm_eps, body.pp("norm"))?,
             rope: RotaryEmbedding::new(cfg.head_dim(), cfg.rope_theta, RopeMath::ModelDtype),
-        })
+        }))
     }
+}
 
-    pub fn layers(&self) -> usize {
-        self.layers.len()
-    }
-
-    /// Final-norm hidden states `[batch, n, hidden]` of a pass.
-    pub fn hidden(&self, pass: &Pass, cache: &mut [LayerCache]) -> Result<Tensor> {
-        let x = self.embed_tokens.forward(pass.ids)?;
-        run_layers(&self.layers, &self.rope, &self.norm, pass, x, cache)
-    }
-
-    /// LM-head logits for hidden states `[batch, rows, hidden]`.
-    pub fn logits(&self, hidden: &Tensor) -> Result<Tensor> {
-        hidden.apply(&self.lm_head)
+impl std::ops::Deref for Model {
+    type Target = Stack;
+    fn deref(&self) -> &Stack {
+        &self.0
     }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::model::denoiser::Pass;
+    use crate::model::kv_cache::LayerCache;
+    use candle_core::Tensor;
     use candle_core::{DType, Device};
 
     #[test]
