@@ -8,8 +8,9 @@ type's time as a ratio against f32 of the same row count.
 
 Each run is `dcoder bench --random SHAPE --forward ROWS --past PAST --head-rows ROWS --threads T
 --repeats 3 --json` plus `--dtype f32|bf16` or `--quant TYPE`; a type's time is the best median
-over the rounds. `TYPE@candle` / `TYPE@tiled` force one kernel for every quantized product
-(`--qmatmul`), to compare candle's kernel with dcoder's tiled one in the same run. The first line
+over the rounds. `TYPE@candle` / `TYPE@dots` / `TYPE@tiled` force one kernel for every quantized
+product (`--qmatmul`: candle's `QMatMul`, candle's dot products on the weights as loaded, dcoder's
+tiled kernel), to compare them in the same run. The first line
 printed names the CPU's feature set.
 """
 import argparse

@@ -416,9 +416,11 @@ pub struct BenchArgs {
     #[arg(long)]
     pub json: bool,
 
-    /// The kernel of quantized products: `auto` (dcoder's tiled kernel for Q8_0/Q4_0 products
-    /// of 4 rows or more on AVX2, candle's otherwise), or one of them for every product, to
-    /// compare them in one run.
+    /// The kernel of quantized products: `auto` (on AVX2 dcoder's tiled kernel for products of
+    /// many rows, candle's dot products for few; candle's `QMatMul` elsewhere), or one for
+    /// every product, to compare them in one run: `tiled`, `dots` (candle's dot products,
+    /// weights as loaded) or `candle` (candle's `QMatMul`, which on x86 repacks K-quants into
+    /// a second copy).
     #[arg(long, value_enum, default_value_t = QMatmul::Auto)]
     pub qmatmul: QMatmul,
 }
@@ -428,6 +430,7 @@ pub struct BenchArgs {
 pub enum QMatmul {
     Auto,
     Candle,
+    Dots,
     Tiled,
 }
 

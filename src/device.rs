@@ -39,8 +39,9 @@ pub fn pick_device(spec: &str) -> Result<Device> {
 /// model is quantized once into dcoder's cache. Elsewhere (AVX512-BF16 runs bf16; ARM and
 /// plain x86 were not measured; GPUs) none.
 pub fn default_quant(device: &Device) -> Option<&'static str> {
-    let fits =
-        device.is_cpu() && !bf16_matmul::available() && quant_matmul::tiled(32, GgmlDType::Q8_0);
+    let fits = device.is_cpu()
+        && !bf16_matmul::available()
+        && quant_matmul::kernel(32, GgmlDType::Q8_0) == quant_matmul::Kernel::Tiled;
     fits.then_some("q8_0")
 }
 

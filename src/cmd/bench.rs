@@ -175,6 +175,7 @@ pub fn run(args: &BenchArgs) -> Result<()> {
     quant_matmul::choose(match args.qmatmul {
         QMatmul::Auto => quant_matmul::Choice::Auto,
         QMatmul::Candle => quant_matmul::Choice::Candle,
+        QMatmul::Dots => quant_matmul::Choice::Dots,
         QMatmul::Tiled => quant_matmul::Choice::Tiled,
     });
     let Loaded {

@@ -20,7 +20,7 @@ use candle_core::{DType, Module, Result, Tensor};
 use candle_nn::VarBuilder;
 
 use super::bf16_matmul::PackedBf16;
-use super::quant_matmul::{self, QuantRows};
+use super::quant_matmul::{self, Kernel, QuantRows};
 
 /// Where a quantized checkpoint's matmul weights come from, by checkpoint (HF) tensor name.
 pub trait QuantizedWeights: Send + Sync + std::fmt::Debug {
@@ -73,25 +73,39 @@ struct QuantPart {
 }
 
 impl QuantPart {
-    /// `x` (`[rows, k]`, f32; `xs` its values when this part takes the tiled kernel) times its
-    /// `Wᵀ`, into columns `col..col + width` of `y` (`[rows, n]`).
+    /// `x` (`[rows, k]`, f32; `xs` its values) times its `Wᵀ`, into columns `col..col + width`
+    /// of `y` (`[rows, n]`).
     fn forward_into(
         &self,
         x: &Tensor,
-        xs: Option<&[f32]>,
+        xs: &[f32],
+        route: Kernel,
         y: &mut [f32],
         n: usize,
         col: usize,
     ) -> Result<()> {
         let rows = y.len() / n.max(1);
-        if let Some(xs) = xs {
-            let bytes = self.tensor.data()?;
-            if let Some(w) = QuantRows::new(&self.tensor, &bytes) {
-                quant_matmul::matmul_into(xs, rows, &w, y, n, col);
-                return Ok(());
+        let bytes = self.tensor.data()?;
+        let mut part = None;
+        match route {
+            Kernel::Tiled => {
+                if let Some(w) = QuantRows::new(&self.tensor, &bytes) {
+                    quant_matmul::matmul_into(xs, rows, &w, y, n, col);
+                    return Ok(());
+                }
             }
+            Kernel::Dots => {
+                let mut out = vec![0f32; rows * self.width];
+                if quant_matmul::dot_products(xs, rows, &self.tensor, &bytes, &mut out)? {
+                    part = Some(out);
+                }
+            }
+            Kernel::Candle => {}
         }
-        let part: Vec<f32> = self.matmul.forward(x)?.flatten_all()?.to_vec1()?;
+        let part = match part {
+            Some(part) => part,
+            None => self.matmul.forward(x)?.flatten_all()?.to_vec1()?,
+        };
         for (r, row) in part.chunks_exact(self.width).enumerate() {
             y[r * n + col..r * n + col + self.width].copy_from_slice(row);
         }
@@ -219,9 +233,9 @@ impl Linear {
 fn quantized_product(
     parts: &[QuantPart],
     x: &Tensor,
-    tiled: impl Fn(&QuantPart) -> bool,
+    route: impl Fn(&QuantPart) -> Kernel,
 ) -> Result<Tensor> {
-    if !parts.iter().any(&tiled) {
+    if parts.iter().all(|p| route(p) == Kernel::Candle) {
         // candle's kernels only (any device): their outputs as they come, no copy for one part.
         let mut ys = parts
             .iter()
@@ -238,8 +252,7 @@ fn quantized_product(
     let xs: Vec<f32> = x.flatten_all()?.to_vec1()?;
     let mut col = 0;
     for part in parts {
-        let xs = Some(xs.as_slice()).filter(|_| tiled(part));
-        part.forward_into(x, xs, &mut y, n, col)?;
+        part.forward_into(x, &xs, route(part), &mut y, n, col)?;
         col += part.width;
     }
     Tensor::from_vec(y, (rows, n), x.device())
@@ -320,8 +333,9 @@ impl Module for Linear {
             Weight::Quantized(parts) => {
                 let x = x.reshape((rows, k))?.to_dtype(DType::F32)?;
                 let cpu = x.device().is_cpu();
-                let y = quantized_product(parts, &x, |p| {
-                    cpu && quant_matmul::tiled(rows, p.tensor.dtype())
+                let y = quantized_product(parts, &x, |p| match cpu {
+                    true => quant_matmul::kernel(rows, p.tensor.dtype()),
+                    false => Kernel::Candle,
                 })?;
                 (y.to_dtype(x_dtype)?, parts.iter().map(|p| p.width).sum())
             }
@@ -450,13 +464,18 @@ mod tests {
     fn quantized_products_match_their_dequantized_weights() -> anyhow::Result<()> {
         let dev = Device::Cpu;
         // Every type through each kernel.
-        for (rows, tiled) in [(5, false), (9, true)] {
-            quantized_products_of(&Tensor::randn(0f32, 1.0, (rows, 512), &dev)?, tiled)?;
+        for (rows, kernel) in [
+            (5, Kernel::Candle),
+            (3, Kernel::Dots),
+            (6, Kernel::Dots),
+            (9, Kernel::Tiled),
+        ] {
+            quantized_products_of(&Tensor::randn(0f32, 1.0, (rows, 512), &dev)?, kernel)?;
         }
         Ok(())
     }
 
-    fn quantized_products_of(x: &Tensor, tiled: bool) -> anyhow::Result<()> {
+    fn quantized_products_of(x: &Tensor, kernel: Kernel) -> anyhow::Result<()> {
         use candle_core::quantized::GgmlDType::*;
         let dev = Device::Cpu;
         let mut parts = Vec::new();
@@ -472,7 +491,7 @@ mod tests {
                 weight: Weight::Quantized(quantized_parts(vec![q], &dev)?),
                 bias: None,
             };
-            let got = product(&lin, x, tiled)?;
+            let got = product(&lin, x, kernel)?;
             let want = x.matmul(&deq.t()?)?;
             let err = (&got - &want)?.sqr()?.sum_all()?.to_scalar::<f32>()?.sqrt()
                 / want.sqr()?.sum_all()?.to_scalar::<f32>()?.sqrt();
@@ -484,7 +503,7 @@ mod tests {
             weight: Weight::Quantized(quantized_parts(parts, &dev)?),
             bias: None,
         };
-        let got = product(&stacked, x, tiled)?;
+        let got = product(&stacked, x, kernel)?;
         let want = Tensor::cat(&dense, 1)?;
         assert_eq!(got.dims(), want.dims());
         let err = (&got - &want)?.abs()?.max_all()?.to_scalar::<f32>()?;
@@ -494,9 +513,9 @@ mod tests {
     }
 
     /// A quantized layer's product with the kernel forced.
-    fn product(lin: &Linear, x: &Tensor, tiled: bool) -> Result<Tensor> {
+    fn product(lin: &Linear, x: &Tensor, kernel: Kernel) -> Result<Tensor> {
         match &lin.weight {
-            Weight::Quantized(parts) => quantized_product(parts, x, |_| tiled),
+            Weight::Quantized(parts) => quantized_product(parts, x, |_| kernel),
             _ => unreachable!("a quantized layer"),
         }
     }

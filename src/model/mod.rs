@@ -8,6 +8,7 @@
 
 pub mod attention;
 pub mod bf16_matmul;
+mod block_decode;
 pub mod denoiser;
 pub mod kv_cache;
 pub mod layer;

@@ -13,16 +13,15 @@
 //! the result is the product with the dequantized weights up to f32 summation order (candle's
 //! path also rounds the activations).
 //!
-//! Decoding uses candle's own `to_float` of each block type (`candle-core`'s
-//! `quantized/k_quants.rs`, itself a port of ggml's `dequantize_row_*`); Q8_0 and Q4_0, whose
-//! decoding is the larger share of their product, have AVX2 decoders of the same arithmetic.
-//! Paths are chosen at run time: AVX2+FMA on x86_64, otherwise a portable loop the compiler
-//! vectorises (NEON on aarch64). Threads (rayon) split the output panels.
+//! Decoding is `block_decode.rs` (candle's `to_float`, with AVX2 decoders of the same
+//! arithmetic for Q8_0, Q4_0, Q4_K and Q6_K). Paths are chosen at run time: AVX2+FMA on
+//! x86_64, otherwise a portable loop the compiler vectorises (NEON on aarch64). Threads (rayon)
+//! split the output panels. Products of few rows take candle's dot products ([`dot_products`]),
+//! called so that the weights stay the one copy that was loaded.
 
-use candle_core::quantized::k_quants::{
-    BlockQ2K, BlockQ3K, BlockQ4K, BlockQ4_0, BlockQ4_1, BlockQ5K, BlockQ5_0, BlockQ5_1, BlockQ6K,
-    BlockQ8K, BlockQ8_0, BlockQ8_1, GgmlType,
-};
+#[cfg(target_arch = "x86_64")]
+use super::block_decode::avx2;
+use super::block_decode::{blocks, decoder, Decode};
 use candle_core::quantized::{GgmlDType, QTensor};
 use rayon::prelude::*;
 use std::sync::atomic::{AtomicU8, Ordering};
@@ -46,16 +45,34 @@ const PAD: usize = 16;
 /// section 8.1).
 pub const MIN_ROWS: usize = 4;
 
-/// Which kernel quantized products take: [`tiled`] decides unless `dcoder bench --qmatmul`
+/// The same for the k-quants, whose decoding costs more: at 4 rows of the Qwen3-0.6B shape
+/// candle's dot products measured 1.25x faster than the tiled kernel for Q4_K, at 8 rows
+/// 0.96x, at 16 0.68x, at 32 equal to candle's repacked kernel (`docs/benchmarks.md`, 8.6).
+pub const MIN_ROWS_K: usize = 8;
+
+/// Which kernel quantized products take: [`kernel`] decides unless `dcoder bench --qmatmul`
 /// forced one (to measure one against the other in the same run).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Choice {
-    /// The tiled kernel where it measured faster, candle's elsewhere.
+    /// Per product, the kernel that measured faster with one copy of the weights.
     Auto,
-    /// candle's `QMatMul` for every product.
+    /// candle's `QMatMul` for every product (on x86 it repacks K-quants into a second copy).
     Candle,
+    /// candle's dot products, called directly, for every product.
+    Dots,
     /// The tiled kernel for every product.
     Tiled,
+}
+
+/// The kernel of one product.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Kernel {
+    /// [`matmul_into`]: dcoder's tiled kernel.
+    Tiled,
+    /// [`dot_products`]: candle's dot products without its repacking.
+    Dots,
+    /// candle's `QMatMul` (every device).
+    Candle,
 }
 
 static CHOICE: AtomicU8 = AtomicU8::new(0);
@@ -65,16 +82,27 @@ pub fn choose(choice: Choice) {
     CHOICE.store(choice as u8, Ordering::Relaxed);
 }
 
-/// Whether a product of `rows` rows of `dtype` weights takes the tiled kernel. In `auto`:
-/// Q8_0 and Q4_0 from [`MIN_ROWS`] rows on AVX2, where dcoder decodes them with AVX2 and
-/// candle's path is a dot product per (row, column). The k-quants stay on candle's kernel,
-/// whose multi-column dot products measured faster than decoding them (1.6x at 32 rows, 2.6x
-/// at 16 for Q4_K), and so does every type off AVX2, where this kernel was not measured.
-pub fn tiled(rows: usize, dtype: GgmlDType) -> bool {
+/// The CPU kernel of a product of `rows` rows of `dtype` weights. In `auto`, on AVX2: the
+/// tiled kernel from [`MIN_ROWS`] rows for Q8_0 and Q4_0 and from [`MIN_ROWS_K`] for the
+/// k-quants, candle's dot products below; both read the weights as loaded, so memory stays one
+/// copy of the file. Elsewhere (NEON, no AVX2) candle's `QMatMul`, whose kernels there were
+/// not measured against these.
+pub fn kernel(rows: usize, dtype: GgmlDType) -> Kernel {
     match CHOICE.load(Ordering::Relaxed) {
-        1 => false,
-        2 => true,
-        _ => rows >= MIN_ROWS && matches!(dtype, GgmlDType::Q8_0 | GgmlDType::Q4_0) && fast(),
+        1 => Kernel::Candle,
+        2 => Kernel::Dots,
+        3 => Kernel::Tiled,
+        _ if !fast() => Kernel::Candle,
+        _ => {
+            let min = match dtype {
+                GgmlDType::Q8_0 | GgmlDType::Q4_0 => MIN_ROWS,
+                _ => MIN_ROWS_K,
+            };
+            match rows >= min {
+                true => Kernel::Tiled,
+                false => Kernel::Dots,
+            }
+        }
     }
 }
 
@@ -87,9 +115,6 @@ fn fast() -> bool {
 fn fast() -> bool {
     false
 }
-
-/// Decodes whole blocks (`bytes`) into f32 (`out`, block-size elements per block).
-type Decode = fn(&[u8], &mut [f32]);
 
 /// A `[n, k]` block-quantized weight as the kernel reads it: borrowed bytes, row-major.
 pub struct QuantRows<'a> {
@@ -129,100 +154,6 @@ impl<'a> QuantRows<'a> {
     }
 }
 
-/// The decoder of `dtype`, with its block's elements and bytes.
-fn decoder(dtype: GgmlDType) -> Option<(Decode, usize, usize)> {
-    fn of<T: GgmlType>(decode: Decode) -> (Decode, usize, usize) {
-        (decode, T::BLCK_SIZE, std::mem::size_of::<T>())
-    }
-    Some(match dtype {
-        GgmlDType::Q8_0 => of::<BlockQ8_0>(decode_q8_0),
-        GgmlDType::Q4_0 => of::<BlockQ4_0>(decode_q4_0),
-        GgmlDType::Q4_1 => of::<BlockQ4_1>(decode_blocks::<BlockQ4_1>),
-        GgmlDType::Q5_0 => of::<BlockQ5_0>(decode_blocks::<BlockQ5_0>),
-        GgmlDType::Q5_1 => of::<BlockQ5_1>(decode_blocks::<BlockQ5_1>),
-        GgmlDType::Q8_1 => of::<BlockQ8_1>(decode_blocks::<BlockQ8_1>),
-        GgmlDType::Q2K => of::<BlockQ2K>(decode_blocks::<BlockQ2K>),
-        GgmlDType::Q3K => of::<BlockQ3K>(decode_blocks::<BlockQ3K>),
-        GgmlDType::Q4K => of::<BlockQ4K>(decode_blocks::<BlockQ4K>),
-        GgmlDType::Q5K => of::<BlockQ5K>(decode_blocks::<BlockQ5K>),
-        GgmlDType::Q6K => of::<BlockQ6K>(decode_blocks::<BlockQ6K>),
-        GgmlDType::Q8K => of::<BlockQ8K>(decode_blocks::<BlockQ8K>),
-        _ => return None,
-    })
-}
-
-/// `bytes` as blocks of `T`.
-fn blocks<T: GgmlType>(bytes: &[u8]) -> &[T] {
-    let size = std::mem::size_of::<T>();
-    assert!(
-        bytes.len().is_multiple_of(size)
-            && bytes.as_ptr().align_offset(std::mem::align_of::<T>()) == 0,
-        "quantized rows are whole, aligned blocks"
-    );
-    // SAFETY: the length is a whole number of blocks and the start is aligned for `T` (both
-    // asserted); ggml blocks are `repr(C)` structs of f16 and byte arrays, for which every bit
-    // pattern is a valid value; the borrow keeps `bytes` alive and unchanged.
-    #[allow(unsafe_code)]
-    unsafe {
-        std::slice::from_raw_parts(bytes.as_ptr().cast::<T>(), bytes.len() / size)
-    }
-}
-
-fn decode_blocks<T: GgmlType>(bytes: &[u8], out: &mut [f32]) {
-    T::to_float(blocks::<T>(bytes), out);
-}
-
-/// ggml's block layouts (`ggml-common.h`): an f16 scale, then the quants.
-const Q8_0_BYTES: usize = 2 + 32;
-const Q4_0_BYTES: usize = 2 + 16;
-const _: () = assert!(
-    std::mem::size_of::<BlockQ8_0>() == Q8_0_BYTES
-        && std::mem::size_of::<BlockQ4_0>() == Q4_0_BYTES
-);
-
-fn decode_q8_0(bytes: &[u8], out: &mut [f32]) {
-    #[cfg(target_arch = "x86_64")]
-    if avx2() {
-        // SAFETY: AVX2 was detected at run time; `decode_q8_0_avx2` checks the lengths.
-        #[allow(unsafe_code)]
-        unsafe {
-            return decode_q8_0_avx2(bytes, out);
-        }
-    }
-    BlockQ8_0::to_float(blocks::<BlockQ8_0>(bytes), out);
-}
-
-fn decode_q4_0(bytes: &[u8], out: &mut [f32]) {
-    #[cfg(target_arch = "x86_64")]
-    if avx2() {
-        // SAFETY: AVX2 was detected at run time; `decode_q4_0_avx2` checks the lengths.
-        #[allow(unsafe_code)]
-        unsafe {
-            return decode_q4_0_avx2(bytes, out);
-        }
-    }
-    BlockQ4_0::to_float(blocks::<BlockQ4_0>(bytes), out);
-}
-
-/// A block's f16 scale, converted by the F16C instruction (the `half` crate's portable
-/// conversion measured as a fifth of Q8_0's decoding).
-#[cfg(target_arch = "x86_64")]
-#[target_feature(enable = "f16c")]
-#[inline]
-#[allow(unsafe_code)]
-unsafe fn scale_f16c(block: &[u8]) -> f32 {
-    use std::arch::x86_64::{_mm_cvtph_ps, _mm_cvtsi32_si128, _mm_cvtss_f32};
-    let bits = u16::from_le_bytes([block[0], block[1]]);
-    _mm_cvtss_f32(_mm_cvtph_ps(_mm_cvtsi32_si128(i32::from(bits))))
-}
-
-#[cfg(target_arch = "x86_64")]
-fn avx2() -> bool {
-    is_x86_feature_detected!("avx2")
-        && is_x86_feature_detected!("fma")
-        && is_x86_feature_detected!("f16c")
-}
-
 /// The kernel path this CPU takes.
 pub fn kernel_name() -> &'static str {
     #[cfg(target_arch = "x86_64")]
@@ -236,46 +167,44 @@ pub fn kernel_name() -> &'static str {
     }
 }
 
-/// ggml's `dequantize_row_q8_0`: `q * d`, 8 lanes at a time.
-#[cfg(target_arch = "x86_64")]
-#[target_feature(enable = "avx2,fma,f16c")]
-#[allow(unsafe_code)]
-unsafe fn decode_q8_0_avx2(bytes: &[u8], out: &mut [f32]) {
-    use std::arch::x86_64::*;
-    assert_eq!(out.len() / 32 * Q8_0_BYTES, bytes.len());
-    for (x, o) in bytes.chunks_exact(Q8_0_BYTES).zip(out.chunks_exact_mut(32)) {
-        let d = _mm256_set1_ps(scale_f16c(x));
-        for (q, o) in x[2..].chunks_exact(8).zip(o.chunks_exact_mut(8)) {
-            // SAFETY: `q` holds 8 bytes and `o` 8 floats (exact chunks).
-            let q = _mm_loadl_epi64(q.as_ptr().cast());
-            let v = _mm256_cvtepi32_ps(_mm256_cvtepi8_epi32(q));
-            _mm256_storeu_ps(o.as_mut_ptr(), _mm256_mul_ps(v, d));
-        }
+/// `x` (`[m, k]`, row-major) times `tᵀ` into `out` (`[m, n]`) by candle's dot products
+/// (`k_quants::matmul`: the activations rounded to the weight's dot-product type, one dot
+/// product per row and column, AVX2/NEON chosen at run time), called directly rather than
+/// through `QMatMul`: on x86 `QMatMul` first repacks Q4_K and Q6_K weights (and Q8_0 on
+/// AVX512-VNNI) into tiles kept beside the original, 1.33x its size, so a Q4_K_M file took
+/// 2.2x its size in memory (`docs/benchmarks.md`, section 8.5). `false` for a type candle has
+/// no dot product for.
+pub fn dot_products(
+    x: &[f32],
+    m: usize,
+    t: &QTensor,
+    bytes: &[u8],
+    out: &mut [f32],
+) -> candle_core::Result<bool> {
+    use candle_core::quantized::k_quants::{self as kq, GgmlType};
+    fn run<T: GgmlType>(
+        mkn: (usize, usize, usize),
+        x: &[f32],
+        bytes: &[u8],
+        out: &mut [f32],
+    ) -> candle_core::Result<bool> {
+        kq::matmul::<T>(mkn, x, blocks::<T>(bytes), out)?;
+        Ok(true)
     }
-}
-
-/// ggml's `dequantize_row_q4_0`: the low nibbles are elements 0..16 of a block, the high ones
-/// 16..32, each `(q - 8) * d`.
-#[cfg(target_arch = "x86_64")]
-#[target_feature(enable = "avx2,fma,f16c")]
-#[allow(unsafe_code)]
-unsafe fn decode_q4_0_avx2(bytes: &[u8], out: &mut [f32]) {
-    use std::arch::x86_64::*;
-    assert_eq!(out.len() / 32 * Q4_0_BYTES, bytes.len());
-    let low = _mm_set1_epi8(0x0f);
-    let eight = _mm_set1_epi8(8);
-    for (x, o) in bytes.chunks_exact(Q4_0_BYTES).zip(out.chunks_exact_mut(32)) {
-        let d = _mm256_set1_ps(scale_f16c(x));
-        // SAFETY: a Q4_0 block holds 16 bytes of nibbles after its scale; `o` holds 32 floats.
-        let q = _mm_loadu_si128(x[2..].as_ptr().cast());
-        let lo = _mm_sub_epi8(_mm_and_si128(q, low), eight);
-        let hi = _mm_sub_epi8(_mm_and_si128(_mm_srli_epi16(q, 4), low), eight);
-        for (i, half) in [lo, hi].into_iter().enumerate() {
-            let a = _mm256_cvtepi32_ps(_mm256_cvtepi8_epi32(half));
-            let b = _mm256_cvtepi32_ps(_mm256_cvtepi8_epi32(_mm_srli_si128(half, 8)));
-            _mm256_storeu_ps(o.as_mut_ptr().add(16 * i), _mm256_mul_ps(a, d));
-            _mm256_storeu_ps(o.as_mut_ptr().add(16 * i + 8), _mm256_mul_ps(b, d));
-        }
+    let (n, k) = t.shape().dims2()?;
+    let mkn = (m, k, n);
+    match t.dtype() {
+        GgmlDType::Q8_0 => run::<kq::BlockQ8_0>(mkn, x, bytes, out),
+        GgmlDType::Q4_0 => run::<kq::BlockQ4_0>(mkn, x, bytes, out),
+        GgmlDType::Q4_1 => run::<kq::BlockQ4_1>(mkn, x, bytes, out),
+        GgmlDType::Q5_0 => run::<kq::BlockQ5_0>(mkn, x, bytes, out),
+        GgmlDType::Q5_1 => run::<kq::BlockQ5_1>(mkn, x, bytes, out),
+        GgmlDType::Q2K => run::<kq::BlockQ2K>(mkn, x, bytes, out),
+        GgmlDType::Q3K => run::<kq::BlockQ3K>(mkn, x, bytes, out),
+        GgmlDType::Q4K => run::<kq::BlockQ4K>(mkn, x, bytes, out),
+        GgmlDType::Q5K => run::<kq::BlockQ5K>(mkn, x, bytes, out),
+        GgmlDType::Q6K => run::<kq::BlockQ6K>(mkn, x, bytes, out),
+        _ => Ok(false),
     }
 }
 
@@ -581,23 +510,6 @@ mod tests {
                     }
                 }
             }
-        }
-        Ok(())
-    }
-
-    /// The AVX2 decoders agree with candle's `to_float` bit for bit.
-    #[test]
-    fn fast_decoders_equal_candles() -> anyhow::Result<()> {
-        let dev = Device::Cpu;
-        let w = Tensor::randn(0f32, 1.0, (3, 256), &dev)?;
-        for ty in [GgmlDType::Q8_0, GgmlDType::Q4_0] {
-            let q = QTensor::quantize(&w, ty)?;
-            let want = q.dequantize(&dev)?.flatten_all()?.to_vec1::<f32>()?;
-            let bytes = q.data()?;
-            let (decode, _, _) = decoder(ty).expect("block type");
-            let mut got = vec![0f32; want.len()];
-            decode(&bytes, &mut got);
-            assert_eq!(got, want, "{ty:?}");
         }
         Ok(())
     }
