@@ -188,7 +188,43 @@ pub fn dot_products(
         bytes: &[u8],
         out: &mut [f32],
     ) -> candle_core::Result<bool> {
-        kq::matmul::<T>(mkn, x, blocks::<T>(bytes), out)?;
+        let (m, k, n) = mkn;
+        let w = blocks::<T>(bytes);
+        let per_col = w.len() / n.max(1);
+        // candle's own pool is kept at one thread (`allocator.rs`), so `--threads` splits the
+        // columns here: each rayon task runs candle's product on a run of whole columns (rows
+        // of `w`) into a buffer of its own, copied into `out` after.
+        let cols = match m * n * k < 1 << 20 {
+            true => n,
+            false => n
+                .div_ceil(4 * rayon::current_num_threads())
+                .next_multiple_of(4),
+        };
+        if cols >= n {
+            kq::matmul::<T>(mkn, x, w, out)?;
+            return Ok(true);
+        }
+        let parts = (0..n.div_ceil(cols))
+            .into_par_iter()
+            .map(|p| {
+                let c0 = p * cols;
+                let nc = cols.min(n - c0);
+                let mut part = vec![0f32; m * nc];
+                kq::matmul::<T>(
+                    (m, k, nc),
+                    x,
+                    &w[c0 * per_col..(c0 + nc) * per_col],
+                    &mut part,
+                )?;
+                Ok(part)
+            })
+            .collect::<candle_core::Result<Vec<_>>>()?;
+        for (p, part) in parts.iter().enumerate() {
+            let nc = part.len() / m;
+            for (r, row) in part.chunks_exact(nc).enumerate() {
+                out[r * n + p * cols..r * n + p * cols + nc].copy_from_slice(row);
+            }
+        }
         Ok(true)
     }
     let (n, k) = t.shape().dims2()?;
@@ -461,6 +497,27 @@ mod avx2_tiles {
 mod tests {
     use super::*;
     use candle_core::{Device, Tensor};
+
+    /// Split over threads by columns, candle's dot products give exactly what one call over
+    /// every column gives.
+    #[test]
+    fn dot_products_split_by_columns_equal_one_call() -> anyhow::Result<()> {
+        use candle_core::quantized::k_quants::{self as kq, BlockQ4K};
+        let dev = Device::Cpu;
+        let (m, n, k) = (2, 1100, 512);
+        let w = Tensor::randn(0f32, 1.0, (n, k), &dev)?;
+        let q = QTensor::quantize(&w, GgmlDType::Q4K)?;
+        let bytes = q.data()?;
+        let x = Tensor::randn(0f32, 1.0, (m, k), &dev)?
+            .flatten_all()?
+            .to_vec1::<f32>()?;
+        let mut want = vec![0f32; m * n];
+        kq::matmul::<BlockQ4K>((m, k, n), &x, blocks::<BlockQ4K>(&bytes), &mut want)?;
+        let mut got = vec![0f32; m * n];
+        assert!(dot_products(&x, m, &q, &bytes, &mut got)?);
+        assert_eq!(got, want);
+        Ok(())
+    }
 
     /// Every block type, with row and column counts that leave partial tiles and panels and an
     /// input longer than one chunk, matches the product with the dequantized weights, on the
