@@ -74,21 +74,11 @@ pub fn pick_dtype(spec: Option<&str>, device: &Device, prefer_bf16: bool) -> Res
     }
 }
 
-/// Bytes of memory the kernel says a new allocation can use (`MemAvailable`), if known.
 /// Refuses a CPU load of `elements` weights in `dtype` that would not fit in free memory, before
 /// reading gigabytes rather than letting the system swap or kill the process.
 pub fn ensure_fits(elements: usize, dtype: DType, device: &Device) -> Result<()> {
     let need = elements as u64 * dtype.size_in_bytes() as u64;
-    match available_memory().filter(|&a| device.is_cpu() && need > usable(a)) {
-        Some(avail) => bail!(
-            "the weights need {} in {} but only {} of memory is free; {}",
-            indicatif::HumanBytes(need),
-            dtype.as_str(),
-            indicatif::HumanBytes(avail),
-            fitting_quant(elements as u64, avail)
-        ),
-        None => Ok(()),
-    }
+    ensure_bytes_fit(need, dtype.as_str(), elements, device)
 }
 
 /// [`ensure_fits`] for weights quantized to `ty` (named `name`) as they are made.
@@ -99,6 +89,12 @@ pub fn ensure_quantized_fits(
     device: &Device,
 ) -> Result<()> {
     let need = (elements as f64 * ty.type_size() as f64 / ty.block_size() as f64) as u64;
+    ensure_bytes_fit(need, name, elements, device)
+}
+
+/// Refuses `need` bytes of weights (`elements` of them, in type `name`) that free memory would
+/// not hold, naming the quantized type that would.
+fn ensure_bytes_fit(need: u64, name: &str, elements: usize, device: &Device) -> Result<()> {
     match available_memory().filter(|&a| device.is_cpu() && need > usable(a)) {
         Some(avail) => bail!(
             "the weights need {} in {name} but only {} of memory is free; {}",
@@ -138,6 +134,7 @@ pub fn fitting_quant(elements: u64, avail: u64) -> String {
     }
 }
 
+/// Bytes of memory the kernel says a new allocation can use (`MemAvailable`), if known.
 pub fn available_memory() -> Option<u64> {
     let info = std::fs::read_to_string("/proc/meminfo").ok()?;
     let line = info.lines().find(|l| l.starts_with("MemAvailable:"))?;

@@ -86,49 +86,44 @@ impl DecisionRule {
         logit_bias: Option<&'a Tensor>,
         confidence_bias: Option<&'a Tensor>,
     ) -> Rule<'a> {
-        match *self {
-            DecisionRule::Llada {
-                strategy,
-                temperature,
-            } => Rule::Llada(LladaRule {
+        let llada = |strategy, temperature| {
+            Rule::Llada(LladaRule {
                 temperature,
                 strategy,
                 logit_bias,
                 confidence_bias,
-            }),
+            })
+        };
+        let dream = |strategy, temperature, top_p, top_k, top_k_first| {
+            Rule::Dream(DreamRule {
+                temperature,
+                top_p,
+                top_k,
+                top_k_first,
+                strategy,
+                logit_bias,
+            })
+        };
+        match *self {
+            DecisionRule::Llada {
+                strategy,
+                temperature,
+            } => llada(strategy, temperature),
             DecisionRule::Dream {
                 strategy,
                 temperature,
                 top_p,
                 top_k,
-            } => Rule::Dream(DreamRule {
-                temperature,
-                top_p,
-                top_k,
-                top_k_first: false,
-                strategy,
-                logit_bias,
-            }),
+            } => dream(strategy, temperature, top_p, top_k, false),
+            // LLaDA2 at temperature 0 is LLaDA's greedy rule; above it, the filters top-k first.
             DecisionRule::Llada2 { temperature, .. } if temperature == 0.0 => {
-                Rule::Llada(LladaRule {
-                    temperature,
-                    strategy: Strategy::Confidence,
-                    logit_bias,
-                    confidence_bias,
-                })
+                llada(Strategy::Confidence, temperature)
             }
             DecisionRule::Llada2 {
                 temperature,
                 top_p,
                 top_k,
-            } => Rule::Dream(DreamRule {
-                temperature,
-                top_p,
-                top_k,
-                top_k_first: true,
-                strategy: Strategy::Confidence,
-                logit_bias,
-            }),
+            } => dream(Strategy::Confidence, temperature, top_p, top_k, true),
         }
     }
 }

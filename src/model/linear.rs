@@ -85,27 +85,23 @@ impl QuantPart {
         col: usize,
     ) -> Result<()> {
         let rows = y.len() / n.max(1);
-        let bytes = self.tensor.data()?;
-        let mut part = None;
         match route {
             Kernel::Tiled => {
+                let bytes = self.tensor.data()?;
                 if let Some(w) = QuantRows::new(&self.tensor, &bytes) {
                     quant_matmul::matmul_into(xs, rows, &w, y, n, col);
                     return Ok(());
                 }
             }
             Kernel::Dots => {
-                let mut out = vec![0f32; rows * self.width];
-                if quant_matmul::dot_products(xs, rows, &self.tensor, &bytes, &mut out)? {
-                    part = Some(out);
+                let bytes = self.tensor.data()?;
+                if quant_matmul::dot_products(xs, rows, &self.tensor, &bytes, y, n, col)? {
+                    return Ok(());
                 }
             }
             Kernel::Candle => {}
         }
-        let part = match part {
-            Some(part) => part,
-            None => self.matmul.forward(x)?.flatten_all()?.to_vec1()?,
-        };
+        let part: Vec<f32> = self.matmul.forward(x)?.flatten_all()?.to_vec1()?;
         for (r, row) in part.chunks_exact(self.width).enumerate() {
             y[r * n + col..r * n + col + self.width].copy_from_slice(row);
         }

@@ -197,7 +197,7 @@ impl Module for Moe {
             Ok((ids, y.broadcast_mul(&w)?))
         };
         // On the CPU the experts run side by side: most get a few rows of a block, products too
-        // small to spread over the threads themselves (candle's few-row kernels run on one).
+        // small to keep the threads busy one expert at a time.
         let outputs: Vec<(Tensor, Tensor)> = match x.device().is_cpu() {
             true => active.par_iter().map(|&e| run(e)).collect::<Result<_>>()?,
             false => active.iter().map(|&e| run(e)).collect::<Result<_>>()?,

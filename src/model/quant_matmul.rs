@@ -167,7 +167,8 @@ pub fn kernel_name() -> &'static str {
     }
 }
 
-/// `x` (`[m, k]`, row-major) times `tᵀ` into `out` (`[m, n]`) by candle's dot products
+/// `x` (`[m, k]`, row-major) times `tᵀ`, into columns `col0..col0 + n` of `y` (`[m, ldy]`),
+/// by candle's dot products
 /// (`k_quants::matmul`: the activations rounded to the weight's dot-product type, one dot
 /// product per row and column, AVX2/NEON chosen at run time), called directly rather than
 /// through `QMatMul`: on x86 `QMatMul` first repacks Q4_K and Q6_K weights (and Q8_0 on
@@ -179,68 +180,79 @@ pub fn dot_products(
     m: usize,
     t: &QTensor,
     bytes: &[u8],
-    out: &mut [f32],
+    y: &mut [f32],
+    ldy: usize,
+    col0: usize,
 ) -> candle_core::Result<bool> {
     use candle_core::quantized::k_quants::{self as kq, GgmlType};
+    /// One candle product per run of whole columns (rows of the weight), each into a buffer
+    /// of its own: candle's own pool is kept at one thread (`allocator.rs`), so `--threads`
+    /// splits the columns here.
     fn run<T: GgmlType>(
-        mkn: (usize, usize, usize),
+        (m, k, n): (usize, usize, usize),
         x: &[f32],
         bytes: &[u8],
-        out: &mut [f32],
-    ) -> candle_core::Result<bool> {
-        let (m, k, n) = mkn;
+    ) -> candle_core::Result<(Vec<Vec<f32>>, usize)> {
         let w = blocks::<T>(bytes);
         let per_col = w.len() / n.max(1);
-        // candle's own pool is kept at one thread (`allocator.rs`), so `--threads` splits the
-        // columns here: each rayon task runs candle's product on a run of whole columns (rows
-        // of `w`) into a buffer of its own, copied into `out` after.
         let cols = match m * n * k < 1 << 20 {
             true => n,
             false => n
                 .div_ceil(4 * rayon::current_num_threads())
                 .next_multiple_of(4),
         };
-        if cols >= n {
-            kq::matmul::<T>(mkn, x, w, out)?;
-            return Ok(true);
-        }
         let parts = (0..n.div_ceil(cols))
             .into_par_iter()
             .map(|p| {
                 let c0 = p * cols;
                 let nc = cols.min(n - c0);
                 let mut part = vec![0f32; m * nc];
-                kq::matmul::<T>(
-                    (m, k, nc),
-                    x,
-                    &w[c0 * per_col..(c0 + nc) * per_col],
-                    &mut part,
-                )?;
+                let w = &w[c0 * per_col..(c0 + nc) * per_col];
+                kq::matmul::<T>((m, k, nc), x, w, &mut part)?;
                 Ok(part)
             })
             .collect::<candle_core::Result<Vec<_>>>()?;
-        for (p, part) in parts.iter().enumerate() {
-            let nc = part.len() / m;
-            for (r, row) in part.chunks_exact(nc).enumerate() {
-                out[r * n + p * cols..r * n + p * cols + nc].copy_from_slice(row);
-            }
-        }
-        Ok(true)
+        Ok((parts, cols))
     }
     let (n, k) = t.shape().dims2()?;
+    debug_assert!(col0 + n <= ldy && y.len() == m * ldy, "output is [m, ldy]");
     let mkn = (m, k, n);
-    match t.dtype() {
-        GgmlDType::Q8_0 => run::<kq::BlockQ8_0>(mkn, x, bytes, out),
-        GgmlDType::Q4_0 => run::<kq::BlockQ4_0>(mkn, x, bytes, out),
-        GgmlDType::Q4_1 => run::<kq::BlockQ4_1>(mkn, x, bytes, out),
-        GgmlDType::Q5_0 => run::<kq::BlockQ5_0>(mkn, x, bytes, out),
-        GgmlDType::Q5_1 => run::<kq::BlockQ5_1>(mkn, x, bytes, out),
-        GgmlDType::Q2K => run::<kq::BlockQ2K>(mkn, x, bytes, out),
-        GgmlDType::Q3K => run::<kq::BlockQ3K>(mkn, x, bytes, out),
-        GgmlDType::Q4K => run::<kq::BlockQ4K>(mkn, x, bytes, out),
-        GgmlDType::Q5K => run::<kq::BlockQ5K>(mkn, x, bytes, out),
-        GgmlDType::Q6K => run::<kq::BlockQ6K>(mkn, x, bytes, out),
-        _ => Ok(false),
+    let (parts, cols) = match t.dtype() {
+        GgmlDType::Q8_0 => run::<kq::BlockQ8_0>(mkn, x, bytes)?,
+        GgmlDType::Q4_0 => run::<kq::BlockQ4_0>(mkn, x, bytes)?,
+        GgmlDType::Q4_1 => run::<kq::BlockQ4_1>(mkn, x, bytes)?,
+        GgmlDType::Q5_0 => run::<kq::BlockQ5_0>(mkn, x, bytes)?,
+        GgmlDType::Q5_1 => run::<kq::BlockQ5_1>(mkn, x, bytes)?,
+        GgmlDType::Q2K => run::<kq::BlockQ2K>(mkn, x, bytes)?,
+        GgmlDType::Q3K => run::<kq::BlockQ3K>(mkn, x, bytes)?,
+        GgmlDType::Q4K => run::<kq::BlockQ4K>(mkn, x, bytes)?,
+        GgmlDType::Q5K => run::<kq::BlockQ5K>(mkn, x, bytes)?,
+        GgmlDType::Q6K => run::<kq::BlockQ6K>(mkn, x, bytes)?,
+        _ => return Ok(false),
+    };
+    place_columns(&parts, m, cols, y, ldy, col0);
+    Ok(true)
+}
+
+/// Copies runs of columns computed apart (`parts[p]`: `[m, width]`, columns `p · step` on) into
+/// columns `col0..` of `y` (`[m, ldy]`).
+fn place_columns(
+    parts: &[Vec<f32>],
+    m: usize,
+    step: usize,
+    y: &mut [f32],
+    ldy: usize,
+    col0: usize,
+) {
+    for (p, part) in parts.iter().enumerate() {
+        let width = part.len() / m.max(1);
+        if width == 0 {
+            continue;
+        }
+        for (r, row) in part.chunks_exact(width).enumerate() {
+            let start = r * ldy + col0 + p * step;
+            y[start..start + width].copy_from_slice(row);
+        }
     }
 }
 
@@ -250,7 +262,7 @@ pub fn dot_products(
 pub fn matmul_into(x: &[f32], m: usize, w: &QuantRows, y: &mut [f32], ldy: usize, col0: usize) {
     let (n, k) = (w.n, w.k);
     assert_eq!(x.len(), m * k, "activations are [m, k]");
-    assert!(col0 + n <= ldy && y.len() == m * ldy, "output is [m, ldy]");
+    debug_assert!(col0 + n <= ldy && y.len() == m * ldy, "output is [m, ldy]");
     if m == 0 || n == 0 {
         return;
     }
@@ -292,13 +304,7 @@ pub fn matmul_into(x: &[f32], m: usize, w: &QuantRows, y: &mut [f32], ldy: usize
             .map_init(Vec::new, panel)
             .collect(),
     };
-    for (p, out) in outs.iter().enumerate() {
-        let np = out.len() / m;
-        for (r, part) in out.chunks_exact(np).enumerate() {
-            let start = r * ldy + col0 + p * NP;
-            y[start..start + np].copy_from_slice(part);
-        }
-    }
+    place_columns(&outs, m, NP, y, ldy, col0);
 }
 
 /// Adds `x[:, k0..k0 + kc] · w_panelᵀ` to `out` (`[m, np]`); the rows of `x` are `k` floats
@@ -498,6 +504,16 @@ mod tests {
     use super::*;
     use candle_core::{Device, Tensor};
 
+    /// A product of no rows (an empty step) writes nothing and does not fail.
+    #[test]
+    fn dot_products_of_no_rows_write_nothing() -> anyhow::Result<()> {
+        let w = Tensor::randn(0f32, 1.0, (64, 256), &Device::Cpu)?;
+        let q = QTensor::quantize(&w, GgmlDType::Q4K)?;
+        let mut y: Vec<f32> = Vec::new();
+        assert!(dot_products(&[], 0, &q, &q.data()?, &mut y, 64, 0)?);
+        Ok(())
+    }
+
     /// Split over threads by columns, candle's dot products give exactly what one call over
     /// every column gives.
     #[test]
@@ -513,9 +529,13 @@ mod tests {
             .to_vec1::<f32>()?;
         let mut want = vec![0f32; m * n];
         kq::matmul::<BlockQ4K>((m, k, n), &x, blocks::<BlockQ4K>(&bytes), &mut want)?;
-        let mut got = vec![0f32; m * n];
-        assert!(dot_products(&x, m, &q, &bytes, &mut got)?);
-        assert_eq!(got, want);
+        // Into the middle columns of a wider output, as stacked layers write.
+        let ldy = n + 5;
+        let mut got = vec![0f32; m * ldy];
+        assert!(dot_products(&x, m, &q, &bytes, &mut got, ldy, 3)?);
+        for r in 0..m {
+            assert_eq!(got[r * ldy + 3..r * ldy + 3 + n], want[r * n..(r + 1) * n]);
+        }
         Ok(())
     }
 
