@@ -32,17 +32,20 @@ pub fn pick_device(spec: &str) -> Result<Device> {
     }
 }
 
-/// The `--quant` a registry model takes when neither `--quant` nor `--dtype` is given: on a CPU
-/// without dcoder's bf16 kernel but with its tiled Q8_0 kernel (AVX2), Q8_0, which measured
-/// 1.9x (1 row) to 2.7x (32-row block steps) faster than f32 there, in a quarter of the memory
-/// (`docs/benchmarks.md`, section 8.1). The
-/// model is quantized once into dcoder's cache. Elsewhere (AVX512-BF16 runs bf16; ARM and
-/// plain x86 were not measured; GPUs) none.
+/// The `--quant` a registry model takes when neither `--quant` nor `--dtype` is given, Q8_0:
+/// - on a CPU with AVX512-VNNI, where candle's repacked Q8_0 kernels measured 1.6-1.7x faster
+///   than dcoder's bf16 kernel at 4- and 32-row steps, in 0.8x its memory
+///   (`docs/benchmarks.md`, section 8.8);
+/// - on a CPU without dcoder's bf16 kernel but with its tiled Q8_0 kernel (AVX2), where it
+///   measured 1.9x (1 row) to 2.7x (32-row block steps) faster than f32, in a quarter of the
+///   memory (section 8.1).
+///
+/// The model is quantized once into dcoder's cache. Elsewhere (AVX512-BF16 without VNNI runs
+/// bf16; ARM and plain x86 were not measured; GPUs) none.
 pub fn default_quant(device: &Device) -> Option<&'static str> {
-    let fits = device.is_cpu()
-        && !bf16_matmul::available()
+    let tiled = !bf16_matmul::available()
         && quant_matmul::kernel(32, GgmlDType::Q8_0) == quant_matmul::Kernel::Tiled;
-    fits.then_some("q8_0")
+    (device.is_cpu() && (quant_matmul::vnni_repack() || tiled)).then_some("q8_0")
 }
 
 /// `cpu`, `cuda:0`, ... for reports.

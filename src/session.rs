@@ -19,7 +19,7 @@ use crate::device::{
 use crate::diffusion::{self, Generation, Plan, Step};
 use crate::gguf::{self, weights::GgufBackend, GgufModel};
 use crate::hub::{self, Source};
-use crate::model::{Config, Model, Precision, Weights};
+use crate::model::{quant_matmul, Config, Model, Precision, Weights};
 use crate::registry::{Arch, ArchSpec, Registry};
 use crate::settings::{self, Defaults};
 use crate::tokenizer::{self, TokenFiles, Tokenizer};
@@ -492,9 +492,13 @@ fn gguf_model(
         DType::F32,
         device.clone(),
     );
-    Model::new(config, vb, precision)
+    let model = Model::new(config, vb, precision)
         .map_err(|e| anyhow!("{e}"))
-        .with_context(|| format!("loading {path}"))
+        .with_context(|| format!("loading {path}"))?;
+    if device.is_cpu() {
+        quant_matmul::plan_copies(need, available_memory());
+    }
+    Ok(model)
 }
 
 /// The special ids must index the model's logits.

@@ -14,7 +14,9 @@ use serde::Serialize;
 use serde_json::Value;
 
 use crate::cli::{BenchArgs, QMatmul};
-use crate::device::{describe, ensure_fits, ensure_quantized_fits, pick_device, pick_dtype};
+use crate::device::{
+    available_memory, describe, ensure_fits, ensure_quantized_fits, pick_device, pick_dtype,
+};
 use crate::diffusion::{self, SpecialIds};
 use crate::gguf::file::{lower_name, parse_type};
 use crate::hub::Source;
@@ -123,6 +125,9 @@ fn load(args: &BenchArgs) -> Result<Loaded> {
             }
             None => elements * dtype.size_in_bytes() as u64,
         };
+        if quantized.is_some() && device.is_cpu() {
+            quant_matmul::plan_copies(weight_bytes, available_memory());
+        }
         let id = |key: &str| json.get(key).and_then(Value::as_u64).map(|v| v as u32);
         let vocab = config.vocab_size() as u32;
         let eos = id("eos_token_id").unwrap_or(0);
