@@ -164,10 +164,9 @@ unsafe fn decode_q4_0_avx2(bytes: &[u8], out: &mut [f32]) {
         let lo = _mm_sub_epi8(_mm_and_si128(q, low), eight);
         let hi = _mm_sub_epi8(_mm_and_si128(_mm_srli_epi16(q, 4), low), eight);
         for (i, half) in [lo, hi].into_iter().enumerate() {
-            let a = _mm256_cvtepi32_ps(_mm256_cvtepi8_epi32(half));
-            let b = _mm256_cvtepi32_ps(_mm256_cvtepi8_epi32(_mm_srli_si128(half, 8)));
-            _mm256_storeu_ps(o.as_mut_ptr().add(16 * i), _mm256_mul_ps(a, d));
-            _mm256_storeu_ps(o.as_mut_ptr().add(16 * i + 8), _mm256_mul_ps(b, d));
+            for (e, v) in widen(half).into_iter().enumerate() {
+                _mm256_storeu_ps(o.as_mut_ptr().add(16 * i + 8 * e), _mm256_mul_ps(v, d));
+            }
         }
     }
 }
@@ -203,8 +202,7 @@ unsafe fn decode_q4k_avx2(bytes: &[u8], out: &mut [f32]) {
                     _mm256_extracti128_si256(nibbles, 1),
                 ];
                 for (p, part) in parts.into_iter().enumerate() {
-                    for (e, part) in [part, _mm_srli_si128(part, 8)].into_iter().enumerate() {
-                        let v = _mm256_cvtepi32_ps(_mm256_cvtepu8_epi32(part));
+                    for (e, v) in widen(part).into_iter().enumerate() {
                         let y = _mm256_sub_ps(_mm256_mul_ps(d1, v), m1);
                         _mm256_storeu_ps(o.as_mut_ptr().add(16 * p + 8 * e), y);
                     }
@@ -212,6 +210,19 @@ unsafe fn decode_q4k_avx2(bytes: &[u8], out: &mut [f32]) {
             }
         }
     }
+}
+
+/// 16 signed bytes as two vectors of 8 floats, exactly (Q4_K's nibbles, 0..15, read the same
+/// signed or unsigned).
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx2")]
+#[inline]
+fn widen(bytes: std::arch::x86_64::__m128i) -> [std::arch::x86_64::__m256; 2] {
+    use std::arch::x86_64::*;
+    [
+        _mm256_cvtepi32_ps(_mm256_cvtepi8_epi32(bytes)),
+        _mm256_cvtepi32_ps(_mm256_cvtepi8_epi32(_mm_srli_si128(bytes, 8))),
+    ]
 }
 
 /// ggml's `get_scale_min_k4`: scale and min `j` (of 8) from a Q4_K block's 12 packed bytes.
@@ -269,8 +280,7 @@ unsafe fn decode_q6k_avx2(bytes: &[u8], out: &mut [f32]) {
                     // Inputs 16p..16p+16 of the quarter share scale `p + 2 qi` of this half.
                     let sc = scales[8 * half + p + 2 * qi] as i8;
                     let ds = _mm256_set1_ps(d * f32::from(sc));
-                    for (e, part) in [part, _mm_srli_si128(part, 8)].into_iter().enumerate() {
-                        let v = _mm256_cvtepi32_ps(_mm256_cvtepi8_epi32(part));
+                    for (e, v) in widen(part).into_iter().enumerate() {
                         _mm256_storeu_ps(o.as_mut_ptr().add(16 * p + 8 * e), _mm256_mul_ps(ds, v));
                     }
                 }
