@@ -32,20 +32,28 @@ pub fn pick_device(spec: &str) -> Result<Device> {
     }
 }
 
-/// The `--quant` a registry model takes when neither `--quant` nor `--dtype` is given, Q8_0:
-/// - on a CPU with AVX512-VNNI, where candle's repacked Q8_0 kernels measured 1.6-1.7x faster
-///   than dcoder's bf16 kernel at 4- and 32-row steps, in 0.8x its memory
-///   (`docs/benchmarks.md`, section 8.8);
+/// The `--quant` a registry model of `params` weights takes when neither `--quant` nor
+/// `--dtype` is given, Q8_0:
+/// - on a CPU with AVX512-VNNI when free memory holds the Q8_0 weights and candle's repacked
+///   copy of them ([`quant_matmul::repack_fits`]): those kernels measured 1.6-1.8x faster than
+///   dcoder's bf16 kernel at 4- and 32-row steps, in 0.8x its memory (`docs/benchmarks.md`,
+///   section 8.8); without the copy Q8_0 is 0.7-0.8x bf16 there, so the rule below decides;
 /// - on a CPU without dcoder's bf16 kernel but with its tiled Q8_0 kernel (AVX2), where it
 ///   measured 1.9x (1 row) to 2.7x (32-row block steps) faster than f32, in a quarter of the
 ///   memory (section 8.1).
 ///
-/// The model is quantized once into dcoder's cache. Elsewhere (AVX512-BF16 without VNNI runs
-/// bf16; ARM and plain x86 were not measured; GPUs) none.
-pub fn default_quant(device: &Device) -> Option<&'static str> {
+/// The model is quantized once into dcoder's cache. Elsewhere (AVX512-BF16 runs bf16; ARM and
+/// plain x86 were not measured; GPUs) none.
+pub fn default_quant(device: &Device, params: Option<u64>) -> Option<&'static str> {
+    // Q8_0: 34 bytes per 32 weights.
+    let q8_0 = params.map(|p| p / 32 * 34);
+    let repacked = quant_matmul::vnni_repack()
+        && q8_0.is_some_and(|bytes| {
+            quant_matmul::repack_fits(bytes, available_memory().map(|a| a.saturating_sub(bytes)))
+        });
     let tiled = !bf16_matmul::available()
         && quant_matmul::kernel(32, GgmlDType::Q8_0) == quant_matmul::Kernel::Tiled;
-    (device.is_cpu() && (quant_matmul::vnni_repack() || tiled)).then_some("q8_0")
+    (device.is_cpu() && (repacked || tiled)).then_some("q8_0")
 }
 
 /// `cpu`, `cuda:0`, ... for reports.

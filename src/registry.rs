@@ -132,6 +132,15 @@ pub struct ModelSpec {
     pub defaults: Defaults,
 }
 
+impl ModelSpec {
+    /// The weight count `params` gives (`"0.6B"`, `"16B (1.4B active)"`: all of them, active
+    /// or not), before anything is downloaded.
+    pub fn parameters(&self) -> Option<u64> {
+        let billions: f64 = self.params.split('B').next()?.trim().parse().ok()?;
+        Some((billions * 1e9) as u64)
+    }
+}
+
 /// A named real-model shape for `dcoder bench --random`.
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -295,6 +304,20 @@ mod tests {
     use std::collections::HashSet;
 
     #[test]
+    fn parameters_come_from_the_params_text() -> Result<()> {
+        let reg = Registry::builtin()?;
+        let params = |name: &str| {
+            reg.models
+                .iter()
+                .find(|m| m.name == name)
+                .map(|m| m.parameters())
+        };
+        assert_eq!(params("qwen3-0.6b-bd3lm"), Some(Some(600_000_000)));
+        assert_eq!(params("llada2.0-mini"), Some(Some(16_000_000_000)));
+        Ok(())
+    }
+
+    #[test]
     fn builtin_registry_parses_with_unique_names_and_one_default() -> Result<()> {
         let reg = Registry::builtin()?;
         let names: HashSet<&str> = reg.models.iter().map(|m| m.name.as_str()).collect();
@@ -303,6 +326,12 @@ mod tests {
         for m in &reg.models {
             reg.arch(m.arch)?;
             assert!(m.repo.contains('/'), "{}: repo must be org/name", m.name);
+            assert!(
+                m.parameters().is_some(),
+                "{}: params {:?}",
+                m.name,
+                m.params
+            );
         }
         for (name, endpoint) in &reg.endpoints {
             let url = endpoint.url.as_deref().unwrap_or_default();

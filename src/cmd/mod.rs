@@ -36,9 +36,9 @@ pub fn load(model: &ModelArgs, sampler: &SamplerArgs) -> Result<(Session, Plan)>
         None => None,
     };
     let mut options = source_options(model)?;
-    if let (Some(_), None, None) = (source.spec(), &options.quant, &model.dtype) {
+    if let (Some(spec), None, None) = (source.spec(), &options.quant, &model.dtype) {
         let device = pick_device(&model.device)?;
-        options.quant = default_quant(&device).map(str::to_string);
+        options.quant = default_quant(&device, spec.parameters()).map(str::to_string);
     }
     let checkpoint = Checkpoint::locate_with(&source, &options)?;
     let plan = match known {
