@@ -416,11 +416,12 @@ pub struct BenchArgs {
     #[arg(long)]
     pub json: bool,
 
-    /// The kernel of quantized products: `auto` (on AVX2 dcoder's tiled kernel for products of
-    /// many rows, candle's dot products for few; candle's `QMatMul` elsewhere), or one for
-    /// every product, to compare them in one run: `tiled`, `dots` (candle's dot products,
-    /// weights as loaded) or `candle` (candle's `QMatMul`, which on x86 repacks K-quants into
-    /// a second copy).
+    /// The kernel of quantized products: `auto` (Q8_0 on AMX tiles where the CPU has AMX-INT8;
+    /// on AVX2 dcoder's tiled kernel for products of many rows, candle's dot products for few;
+    /// candle's `QMatMul` elsewhere), or one for every product, to compare them in one run:
+    /// `tiled`, `dots` (candle's dot products, weights as loaded), `candle` (candle's
+    /// `QMatMul`, which on x86 repacks K-quants into a second copy) or `amx` (Q8_0 products;
+    /// other types as in `auto`).
     #[arg(long, value_enum, default_value_t = QMatmul::Auto)]
     pub qmatmul: QMatmul,
 }
@@ -432,6 +433,7 @@ pub enum QMatmul {
     Candle,
     Dots,
     Tiled,
+    Amx,
 }
 
 const SERVE_AFTER_HELP: &str = "\

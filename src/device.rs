@@ -5,7 +5,7 @@ use candle_core::{DType, Device};
 
 use candle_core::quantized::GgmlDType;
 
-use crate::model::{bf16_matmul, quant_matmul};
+use crate::model::{bf16_matmul, quant_kernel};
 
 /// `--device`: `auto` takes the first CUDA GPU when this build has CUDA and one is present.
 pub fn pick_device(spec: &str) -> Result<Device> {
@@ -35,9 +35,12 @@ pub fn pick_device(spec: &str) -> Result<Device> {
 /// The `--quant` a registry model of `params` weights takes when neither `--quant` nor
 /// `--dtype` is given, Q8_0:
 /// - on a CPU with AVX512-VNNI when free memory holds the Q8_0 weights and candle's repacked
-///   copy of them ([`quant_matmul::repack_fits`]): those kernels measured 1.6-1.8x faster than
+///   copy of them ([`quant_kernel::repack_fits`]): those kernels measured 1.6-1.8x faster than
 ///   dcoder's bf16 kernel at 4- and 32-row steps, in 0.8x its memory (`docs/benchmarks.md`,
 ///   section 8.8); without the copy Q8_0 is 0.7-0.8x bf16 there, so the rule below decides;
+/// - on a CPU with AMX-INT8 (Sapphire Rapids and later Xeons), where Q8_0 products run on AMX
+///   tiles with one copy of the weights: 2.3x faster than bf16 at 32-row block steps and
+///   1.1x at 4 rows without candle's copy, in half bf16's memory (section 8.9);
 /// - on a CPU without dcoder's bf16 kernel but with its tiled Q8_0 kernel (AVX2), where it
 ///   measured 1.9x (1 row) to 2.7x (32-row block steps) faster than f32, in a quarter of the
 ///   memory (section 8.1).
@@ -47,13 +50,14 @@ pub fn pick_device(spec: &str) -> Result<Device> {
 pub fn default_quant(device: &Device, params: Option<u64>) -> Option<&'static str> {
     // Q8_0: 34 bytes per 32 weights.
     let q8_0 = params.map(|p| p / 32 * 34);
-    let repacked = quant_matmul::vnni_repack()
+    let repacked = quant_kernel::vnni_repack()
         && q8_0.is_some_and(|bytes| {
-            quant_matmul::repack_fits(bytes, available_memory().map(|a| a.saturating_sub(bytes)))
+            quant_kernel::repack_fits(bytes, available_memory().map(|a| a.saturating_sub(bytes)))
         });
     let tiled = !bf16_matmul::available()
-        && quant_matmul::kernel(32, GgmlDType::Q8_0) == quant_matmul::Kernel::Tiled;
-    (device.is_cpu() && (repacked || tiled)).then_some("q8_0")
+        && quant_kernel::kernel(32, GgmlDType::Q8_0) == quant_kernel::Kernel::Tiled;
+    let amx = quant_kernel::kernel(32, GgmlDType::Q8_0) == quant_kernel::Kernel::Amx;
+    (device.is_cpu() && (repacked || tiled || amx)).then_some("q8_0")
 }
 
 /// `cpu`, `cuda:0`, ... for reports.

@@ -19,7 +19,7 @@ use crate::device::{
 use crate::diffusion::{self, Generation, Plan, Step};
 use crate::gguf::{self, weights::GgufBackend, GgufModel};
 use crate::hub::{self, Source};
-use crate::model::{quant_matmul, Config, Model, Precision, Weights};
+use crate::model::{quant_kernel, Config, Model, Precision, Weights};
 use crate::registry::{Arch, ArchSpec, Registry};
 use crate::settings::{self, Defaults};
 use crate::tokenizer::{self, TokenFiles, Tokenizer};
@@ -496,7 +496,7 @@ fn gguf_model(
         .map_err(|e| anyhow!("{e}"))
         .with_context(|| format!("loading {path}"))?;
     if device.is_cpu() {
-        quant_matmul::plan_copies(need, available_memory());
+        quant_kernel::plan_copies(need, available_memory());
     }
     Ok(model)
 }

@@ -20,8 +20,8 @@ use crate::device::{
 use crate::diffusion::{self, SpecialIds};
 use crate::gguf::file::{lower_name, parse_type};
 use crate::hub::Source;
-use crate::model::quant_matmul;
 use crate::model::random_weights::{random_var_builder, RandomQuantized};
+use crate::model::{amx_matmul, quant_kernel};
 use crate::model::{CacheOp, Config, Denoiser, Model, Pass, Precision};
 use crate::registry::{Arch, Registry};
 use crate::report::rates;
@@ -126,7 +126,7 @@ fn load(args: &BenchArgs) -> Result<Loaded> {
             None => elements * dtype.size_in_bytes() as u64,
         };
         if quantized.is_some() && device.is_cpu() {
-            quant_matmul::plan_copies(weight_bytes, available_memory());
+            quant_kernel::plan_copies(weight_bytes, available_memory());
         }
         let id = |key: &str| json.get(key).and_then(Value::as_u64).map(|v| v as u32);
         let vocab = config.vocab_size() as u32;
@@ -177,11 +177,15 @@ pub fn run(args: &BenchArgs) -> Result<()> {
     if args.repeats == 0 {
         bail!("--repeats must be at least 1");
     }
-    quant_matmul::choose(match args.qmatmul {
-        QMatmul::Auto => quant_matmul::Choice::Auto,
-        QMatmul::Candle => quant_matmul::Choice::Candle,
-        QMatmul::Dots => quant_matmul::Choice::Dots,
-        QMatmul::Tiled => quant_matmul::Choice::Tiled,
+    if args.qmatmul == QMatmul::Amx && !amx_matmul::available() {
+        bail!("--qmatmul amx: this CPU has no AMX-INT8 tiles (or the OS did not grant them); use auto, tiled, dots or candle");
+    }
+    quant_kernel::choose(match args.qmatmul {
+        QMatmul::Auto => quant_kernel::Choice::Auto,
+        QMatmul::Candle => quant_kernel::Choice::Candle,
+        QMatmul::Dots => quant_kernel::Choice::Dots,
+        QMatmul::Tiled => quant_kernel::Choice::Tiled,
+        QMatmul::Amx => quant_kernel::Choice::Amx,
     });
     let Loaded {
         label,
@@ -194,7 +198,7 @@ pub fn run(args: &BenchArgs) -> Result<()> {
         weight_bytes,
     } = load(args)?;
     let weights = model.precision().name();
-    let kernel = model.precision().weights.kernel();
+    let kernel = model.precision().kernel();
     let device = model.device().clone();
     let mut rng = StdRng::seed_from_u64(args.sampler.seed);
     let vocab = model.vocab_size() as u32;

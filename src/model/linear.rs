@@ -8,10 +8,10 @@
 //! - [`WeightFormat::PackedBf16`]: bf16 weights packed for the AVX512-BF16 kernel
 //!   (`bf16_matmul.rs`); activations stay f32.
 //! - [`WeightFormat::Quantized`]: ggml block types (a GGUF file's Q8_0, Q4_K, ...) kept as they
-//!   are. Products of few rows run on candle's `QMatMul` (its dot products, runtime-dispatched
-//!   to AVX2/NEON); Q8_0/Q4_0 products of [`quant_matmul::MIN_ROWS`] rows or more on dcoder's
-//!   tiled kernel (`quant_matmul.rs`). Weights the file stores as f32/f16/bf16 take the dense path, so an F32
-//!   GGUF computes exactly what the safetensors checkpoint does.
+//!   are. `quant_matmul::kernel` picks each product's kernel: Q8_0 on AMX tiles
+//!   (`amx_matmul.rs`) where the CPU has them, candle's dot products or repacked kernels, or
+//!   dcoder's tiled kernel for many rows on AVX2. Weights the file stores as f32/f16/bf16 take
+//!   the dense path, so an F32 GGUF computes exactly what the safetensors checkpoint does.
 
 use std::sync::Arc;
 
@@ -20,7 +20,8 @@ use candle_core::{DType, Module, Result, Tensor};
 use candle_nn::VarBuilder;
 
 use super::bf16_matmul::PackedBf16;
-use super::quant_matmul::{self, Kernel, QuantRows};
+use super::quant_kernel::{self, Kernel};
+use super::quant_matmul::{self, QuantRows};
 
 /// Where a quantized checkpoint's matmul weights come from, by checkpoint (HF) tensor name.
 pub trait QuantizedWeights: Send + Sync + std::fmt::Debug {
@@ -45,11 +46,12 @@ impl WeightFormat {
     /// The CPU kernel the matmuls take: quantized products (candle's and the tiled kernel)
     /// dispatch to AVX2+FMA at run time on x86 (scalar otherwise) and NEON on aarch64; dense
     /// products run on the `gemm` crate; packed bf16 on dcoder's AVX512-BF16 kernel.
-    pub fn kernel(&self) -> &'static str {
+    /// `label` names the quantized weights' main type.
+    pub fn kernel(&self, label: Option<&str>) -> &'static str {
         match self {
             WeightFormat::Dense => "gemm",
             WeightFormat::PackedBf16 => "avx512bf16",
-            WeightFormat::Quantized(_) => quant_matmul::kernel_name(),
+            WeightFormat::Quantized(_) => quant_kernel::kernel_name(label),
         }
     }
 }
@@ -96,6 +98,12 @@ impl QuantPart {
             Kernel::Dots => {
                 let bytes = self.tensor.data()?;
                 if quant_matmul::dot_products(xs, rows, &self.tensor, &bytes, y, n, col)? {
+                    return Ok(());
+                }
+            }
+            Kernel::Amx => {
+                let bytes = self.tensor.data()?;
+                if quant_matmul::amx_into(xs, rows, &self.tensor, &bytes, y, n, col)? {
                     return Ok(());
                 }
             }
@@ -330,7 +338,7 @@ impl Module for Linear {
                 let x = x.reshape((rows, k))?.to_dtype(DType::F32)?;
                 let cpu = x.device().is_cpu();
                 let y = quantized_product(parts, &x, |p| match cpu {
-                    true => quant_matmul::kernel(rows, p.tensor.dtype()),
+                    true => quant_kernel::kernel(rows, p.tensor.dtype()),
                     false => Kernel::Candle,
                 })?;
                 (y.to_dtype(x_dtype)?, parts.iter().map(|p| p.width).sum())

@@ -6,6 +6,7 @@
 //! assembled network each of them builds). [`Model`]
 //! wraps whichever network a checkpoint holds and is the engine's [`Denoiser`].
 
+pub mod amx_matmul;
 pub mod attention;
 pub mod bf16_matmul;
 mod block_decode;
@@ -19,6 +20,7 @@ pub mod llada_moe;
 pub mod mlp;
 pub mod moe;
 pub mod norm;
+pub mod quant_kernel;
 pub mod quant_matmul;
 pub mod qwen;
 pub mod random_weights;
@@ -177,6 +179,11 @@ impl Precision {
             weights: WeightFormat::Quantized(source),
             label: Some(label),
         }
+    }
+
+    /// The CPU kernel the matmuls take (`WeightFormat::kernel`).
+    pub fn kernel(&self) -> &'static str {
+        self.weights.kernel(self.label)
     }
 
     /// The dtype reports name: the weights'.
