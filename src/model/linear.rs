@@ -467,12 +467,14 @@ mod tests {
     #[test]
     fn quantized_products_match_their_dequantized_weights() -> anyhow::Result<()> {
         let dev = Device::Cpu;
-        // Every type through each kernel.
+        // Every type through each kernel (AMX takes the Q8_0 parts where the CPU has it; the
+        // other parts, and every part elsewhere, fall back to candle's `QMatMul`).
         for (rows, kernel) in [
             (5, Kernel::Candle),
             (3, Kernel::Dots),
             (6, Kernel::Dots),
             (9, Kernel::Tiled),
+            (10, Kernel::Amx),
         ] {
             quantized_products_of(&Tensor::randn(0f32, 1.0, (rows, 512), &dev)?, kernel)?;
         }
