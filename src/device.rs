@@ -39,8 +39,8 @@ pub fn pick_device(spec: &str) -> Result<Device> {
 ///   dcoder's bf16 kernel at 4- and 32-row steps, in 0.8x its memory (`docs/benchmarks.md`,
 ///   section 8.8); without the copy Q8_0 is 0.7-0.8x bf16 there, so the rule below decides;
 /// - on a CPU with AMX-INT8 (Sapphire Rapids and later Xeons), where Q8_0 products run on AMX
-///   tiles with one copy of the weights: 2.3x faster than bf16 at 32-row block steps and
-///   1.1x at 4 rows without candle's copy, in half bf16's memory (section 8.9);
+///   tiles with one copy of the weights: 2.3-2.8x faster than bf16 at 32-row block steps and
+///   1.1-1.4x at 4 rows even without candle's copy, in half bf16's memory (section 8.9);
 /// - on a CPU without dcoder's bf16 kernel but with its tiled Q8_0 kernel (AVX2), where it
 ///   measured 1.9x (1 row) to 2.7x (32-row block steps) faster than f32, in a quarter of the
 ///   memory (section 8.1).

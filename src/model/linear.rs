@@ -8,7 +8,7 @@
 //! - [`WeightFormat::PackedBf16`]: bf16 weights packed for the AVX512-BF16 kernel
 //!   (`bf16_matmul.rs`); activations stay f32.
 //! - [`WeightFormat::Quantized`]: ggml block types (a GGUF file's Q8_0, Q4_K, ...) kept as they
-//!   are. `quant_matmul::kernel` picks each product's kernel: Q8_0 on AMX tiles
+//!   are. `quant_kernel::kernel` picks each product's kernel: Q8_0 on AMX tiles
 //!   (`amx_matmul.rs`) where the CPU has them, candle's dot products or repacked kernels, or
 //!   dcoder's tiled kernel for many rows on AVX2. Weights the file stores as f32/f16/bf16 take
 //!   the dense path, so an F32 GGUF computes exactly what the safetensors checkpoint does.
@@ -43,10 +43,10 @@ pub enum WeightFormat {
 }
 
 impl WeightFormat {
-    /// The CPU kernel the matmuls take: quantized products (candle's and the tiled kernel)
-    /// dispatch to AVX2+FMA at run time on x86 (scalar otherwise) and NEON on aarch64; dense
-    /// products run on the `gemm` crate; packed bf16 on dcoder's AVX512-BF16 kernel.
-    /// `label` names the quantized weights' main type.
+    /// The CPU kernel the matmuls take: quantized products as `quant_kernel::kernel_name`
+    /// names them for `label`, the quantized weights' main type (AMX, candle's VNNI tiles,
+    /// AVX2, NEON or scalar, chosen at run time); dense products run on the `gemm` crate;
+    /// packed bf16 on dcoder's AVX512-BF16 kernel.
     pub fn kernel(&self, label: Option<&str>) -> &'static str {
         match self {
             WeightFormat::Dense => "gemm",
