@@ -20,8 +20,9 @@
 //!
 //! Linux gives a process the 8 KiB of tile state only after it asks (`arch_prctl` with
 //! `ARCH_REQ_XCOMP_PERM`, the kernel's `Documentation/arch/x86/xstate.rst`); [`available`] asks
-//! once. The AMX instructions are written as inline assembly: Rust's AMX intrinsics are not
-//! stable.
+//! once; where it refuses (kernels before 5.16) the products take the other kernels. The AMX
+//! instructions are written as inline assembly: Rust's AMX intrinsics are not stable. Threads
+//! (rayon) split the weight rows in runs of 16, each loading the tile configuration itself.
 
 // Elsewhere only the tests run the tile algorithm (on its emulation).
 #![cfg_attr(not(target_arch = "x86_64"), allow(dead_code))]
