@@ -20,11 +20,19 @@ pub const MIN_ROWS: usize = 4;
 /// 0.96x, at 16 0.68x, at 32 equal to candle's repacked kernel (`docs/benchmarks.md`, 8.6).
 pub const MIN_ROWS_K: usize = 8;
 
-/// Q8_0 products of at least this many rows take AMX tiles in `auto` even where candle's
-/// repacked copy exists: on the Qwen3-0.6B shape (one thread, Sapphire Rapids) AMX measured
-/// 0.64x candle's repacked kernels' speed at 1 row, 0.77x at 4, equal at 8, 1.16x at 16 and
-/// 1.24x at 32 (`docs/benchmarks.md`, section 8.9).
+/// On one thread, Q8_0 products of at least this many rows take AMX tiles in `auto` even where
+/// candle's repacked copy exists: on the Qwen3-0.6B shape (Sapphire Rapids) AMX measured 0.6x
+/// candle's repacked kernels' speed at 1 row, 0.8x at 4, equal at 8, 1.15-1.26x at 16 and 1.18x
+/// at 32 (`docs/benchmarks.md`, section 8.9). On more threads every row count takes AMX: it
+/// splits over `--threads` and candle's `QMatMul` stays on its one-thread pool (at 2 threads AMX
+/// measured equal at 1 row, 1.05x at 2, 1.25x at 4 and 2x at 32).
 pub const AMX_MIN_ROWS: usize = 8;
+
+/// Whether a Q8_0 product of `rows` rows takes AMX in `auto` where candle's copy was planned
+/// (`repack`); see [`AMX_MIN_ROWS`].
+fn amx_rows(rows: usize, repack: bool) -> bool {
+    rows >= AMX_MIN_ROWS || !repack || rayon::current_num_threads() > 1
+}
 
 /// Which kernel quantized products take: [`kernel`] decides unless `dcoder bench --qmatmul`
 /// forced one (to measure one against the other in the same run).
@@ -95,7 +103,8 @@ pub fn choose(choice: Choice) {
 
 /// The CPU kernel of a product of `rows` rows of `dtype` weights. In `auto`:
 /// - Q8_0 on AMX tiles (`amx_matmul.rs`, one copy of the weights) where the CPU has AMX-INT8,
-///   except products of fewer than [`AMX_MIN_ROWS`] rows where candle's repacked copy exists;
+///   except, on one thread, products of fewer than [`AMX_MIN_ROWS`] rows where candle's
+///   repacked copy exists;
 /// - candle's repacked kernels for Q8_0, Q4_K and Q6_K where [`plan_copies`] allowed them
 ///   (AVX512-VNNI with memory for the copy);
 /// - otherwise, on AVX2, the tiled kernel from [`MIN_ROWS`] rows for Q8_0 and Q4_0 and from
@@ -112,7 +121,7 @@ pub fn kernel(rows: usize, dtype: GgmlDType) -> Kernel {
         2 => Kernel::Dots,
         3 => Kernel::Tiled,
         4 if amx => Kernel::Amx,
-        0 if amx && (rows >= AMX_MIN_ROWS || !repack) => Kernel::Amx,
+        0 if amx && amx_rows(rows, repack) => Kernel::Amx,
         _ if !fast() => Kernel::Candle,
         _ if repack && matches!(dtype, GgmlDType::Q8_0 | GgmlDType::Q4K | GgmlDType::Q6K) => {
             Kernel::Candle
@@ -142,15 +151,15 @@ fn fast() -> bool {
 
 /// The kernel path this CPU takes for weights mostly of type `label` (a GGUF type's lower-case
 /// name): `amx-int8` for Q8_0 where AMX tiles run it (`avx512vnni+amx-int8` where products of
-/// few rows take candle's repacked kernels), `avx512vnni` for Q8_0, Q4_K and Q6_K where
+/// few rows take candle's repacked kernels: one thread), `avx512vnni` for Q8_0, Q4_K and Q6_K where
 /// [`plan_copies`] chose candle's repacked kernels, else `avx2`, `neon` or `scalar`.
 pub fn kernel_name(label: Option<&str>) -> &'static str {
     let choice = CHOICE.load(Ordering::Relaxed);
     let repack = REPACK.load(Ordering::Relaxed) && choice == 0;
     if label == Some("q8_0") && matches!(choice, 0 | 4) && amx_matmul::available() {
-        return match repack {
-            true => "avx512vnni+amx-int8",
-            false => "amx-int8",
+        return match amx_rows(0, repack) {
+            true => "amx-int8",
+            false => "avx512vnni+amx-int8",
         };
     }
     if repack && matches!(label, Some("q8_0" | "q4_k" | "q6_k")) {
