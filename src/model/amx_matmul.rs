@@ -153,19 +153,39 @@ trait TileUnit: Sync {
     }
     /// `acc[i][j] += Σ_b ws[b][i] · xs[b][j] · Σ_l a_i[b][l] · x_j[b][l]`, where `a_i[b]` are the
     /// 32 quants of block `b` of weight row `i` (`rows[i · stride + b · 34 + 2..]`, 16 rows) and
-    /// `x_j[b]` row `j` of block `b` of the B tiles `bt`. The bytes of `next` (the next 16 rows)
+    /// `x_j[b]` row `j` of block `b` of the B tiles `bt` (all of `s`). The bytes of `s.next`
     /// are fetched into the cache meanwhile.
-    #[allow(clippy::too_many_arguments)]
-    fn strip(
-        &self,
-        rows: &[u8],
-        next: &[u8],
-        stride: usize,
-        bt: &[u8],
-        xs: &[f32],
-        ws: &[f32],
-        acc: &mut [[f32; T]; T],
-    );
+    fn strip(&self, s: &Strip, acc: &mut [[f32; T]; T]);
+}
+
+/// One strip's inputs: the 16 weight rows of a column tile and one row tile of activations.
+struct Strip<'a> {
+    /// 16 weight rows of whole blocks, `stride` bytes apart.
+    rows: &'a [u8],
+    stride: usize,
+    /// Weight rows to fetch into the cache meanwhile (empty for none).
+    next: &'a [u8],
+    /// The row tile's B tiles ([`Activations::tile`]) and their scales, `[block][16]`.
+    bt: &'a [u8],
+    xs: &'a [f32],
+    /// The weight rows' scales, `[block][16]`.
+    ws: &'a [f32],
+}
+
+impl Strip<'_> {
+    /// Blocks along the input, once every slice is checked to hold that many (what the AMX
+    /// unit's unchecked loads rely on).
+    fn blocks(&self) -> usize {
+        let blocks = self.xs.len() / T;
+        assert!(
+            self.stride == blocks * BLOCK_BYTES
+                && self.rows.len() >= T * self.stride
+                && self.bt.len() >= blocks * B_BYTES
+                && self.ws.len() >= blocks * T,
+            "16 weight rows of whole blocks and activations of as many blocks"
+        );
+        blocks
+    }
 }
 
 /// `x` (`[m, k]`) times `Wᵀ` for Q8_0 weights `bytes` (`[n, k]`, rows of blocks), into columns
@@ -298,8 +318,15 @@ fn products<U: TileUnit>(
             for tm in 0..m.div_ceil(T) {
                 let (bt, xs) = act.tile(tm);
                 let mut acc = [[0f32; T]; T];
-                let next = if tm == 0 { next } else { &[][..] };
-                unit.strip(rows, next, row_bytes, bt, xs, &ws, &mut acc);
+                let strip = Strip {
+                    rows,
+                    stride: row_bytes,
+                    next: if tm == 0 { next } else { &[][..] },
+                    bt,
+                    xs,
+                    ws: &ws,
+                };
+                unit.strip(&strip, &mut acc);
                 for j in 0..T.min(m - tm * T) {
                     y.write(tm * T + j, n0, acc[..nt].iter().map(|a| a[j]));
                 }
@@ -316,7 +343,7 @@ fn products<U: TileUnit>(
 #[cfg(target_arch = "x86_64")]
 #[allow(unsafe_code)]
 mod amx {
-    use super::{TileUnit, BLOCK, BLOCK_BYTES, B_BYTES, T};
+    use super::{Strip, TileUnit, BLOCK, BLOCK_BYTES, B_BYTES, T};
     use std::arch::asm;
     use std::arch::x86_64::*;
 
@@ -371,26 +398,10 @@ mod amx {
             unsafe { scales(rows, stride, ws) }
         }
 
-        fn strip(
-            &self,
-            rows: &[u8],
-            next: &[u8],
-            stride: usize,
-            bt: &[u8],
-            xs: &[f32],
-            ws: &[f32],
-            acc: &mut [[f32; T]; T],
-        ) {
-            let blocks = xs.len() / T;
-            assert!(
-                stride == blocks * BLOCK_BYTES
-                    && rows.len() >= T * stride
-                    && bt.len() >= blocks * B_BYTES
-                    && ws.len() >= blocks * T,
-                "16 weight rows of whole blocks and activations of as many blocks"
-            );
-            // SAFETY: AVX-512F was checked by `available()`; the lengths were asserted.
-            unsafe { strip(rows, next, stride, bt, xs, ws, acc) }
+        fn strip(&self, s: &Strip, acc: &mut [[f32; T]; T]) {
+            let blocks = s.blocks();
+            // SAFETY: AVX-512F was checked by `available()`; `blocks` checked the lengths.
+            unsafe { strip(s, blocks, acc) }
         }
     }
 
@@ -412,19 +423,35 @@ mod amx {
         }
     }
 
-    /// See [`TileUnit::strip`]; the caller checked the lengths.
+    /// The tile product of one block, stored: loads the weights into `$a` and the activations
+    /// into `$x`, multiplies into the zeroed `$c` (registers as in [`CONFIG`]).
+    macro_rules! block_product {
+        ($a:literal, $x:literal, $c:literal, $weights:expr, $stride:expr, $acts:expr, $out:expr) => {
+            asm!(
+                concat!("tileloadd ", $a, ", [{a} + {sa}*1]"),
+                concat!("tileloadd ", $x, ", [{x} + {sx}*1]"),
+                concat!("tilezero ", $c),
+                concat!("tdpbssd ", $c, ", ", $a, ", ", $x),
+                concat!("tilestored [{c} + {sc}*1], ", $c),
+                a = in(reg) $weights, sa = in(reg) $stride,
+                x = in(reg) $acts, sx = in(reg) 4 * T,
+                c = in(reg) $out, sc = in(reg) 4 * T,
+                options(nostack),
+            )
+        };
+    }
+
+    /// See [`TileUnit::strip`]; [`Strip::blocks`] checked the lengths.
     #[target_feature(enable = "avx512f")]
-    #[allow(clippy::too_many_arguments)]
-    unsafe fn strip(
-        rows: &[u8],
-        next: &[u8],
-        stride: usize,
-        bt: &[u8],
-        xs: &[f32],
-        ws: &[f32],
-        acc: &mut [[f32; T]; T],
-    ) {
-        let blocks = xs.len() / T;
+    unsafe fn strip(s: &Strip, blocks: usize, acc: &mut [[f32; T]; T]) {
+        let Strip {
+            rows,
+            stride,
+            next,
+            bt,
+            xs,
+            ws,
+        } = *s;
         let mut c = Results([[[0; T]; T]; 2]);
         let mut v: [__m512; T] = std::array::from_fn(|i| _mm512_loadu_ps(acc[i].as_ptr()));
         // Tile product of block `b` into result `b % 2`, stored to memory.
@@ -436,28 +463,8 @@ mod amx {
             // block `b` of rows 0..16), tmm1 8 rows of 64 bytes from `x` (block `b` of `bt`),
             // and the result's 16 rows of 64 bytes go to `out`; all asserted by the caller.
             match b % 2 {
-                0 => asm!(
-                    "tileloadd tmm0, [{a} + {sa}*1]",
-                    "tileloadd tmm1, [{x} + {sx}*1]",
-                    "tilezero tmm2",
-                    "tdpbssd tmm2, tmm0, tmm1",
-                    "tilestored [{c} + {sc}*1], tmm2",
-                    a = in(reg) a, sa = in(reg) stride,
-                    x = in(reg) x, sx = in(reg) 4 * T,
-                    c = in(reg) out, sc = in(reg) 4 * T,
-                    options(nostack),
-                ),
-                _ => asm!(
-                    "tileloadd tmm4, [{a} + {sa}*1]",
-                    "tileloadd tmm5, [{x} + {sx}*1]",
-                    "tilezero tmm3",
-                    "tdpbssd tmm3, tmm4, tmm5",
-                    "tilestored [{c} + {sc}*1], tmm3",
-                    a = in(reg) a, sa = in(reg) stride,
-                    x = in(reg) x, sx = in(reg) 4 * T,
-                    c = in(reg) out, sc = in(reg) 4 * T,
-                    options(nostack),
-                ),
+                0 => block_product!("tmm0", "tmm1", "tmm2", a, stride, x, out),
+                _ => block_product!("tmm4", "tmm5", "tmm3", a, stride, x, out),
             }
         };
         tile(0, &mut c);
@@ -500,17 +507,16 @@ mod tests {
     impl TileUnit for Emulated {
         fn begin(&self) {}
         fn end(&self) {}
-        fn strip(
-            &self,
-            rows: &[u8],
-            _next: &[u8],
-            stride: usize,
-            bt: &[u8],
-            xs: &[f32],
-            ws: &[f32],
-            acc: &mut [[f32; T]; T],
-        ) {
-            for b in 0..xs.len() / T {
+        fn strip(&self, s: &Strip, acc: &mut [[f32; T]; T]) {
+            let Strip {
+                rows,
+                stride,
+                bt,
+                xs,
+                ws,
+                ..
+            } = *s;
+            for b in 0..s.blocks() {
                 for (i, acc) in acc.iter_mut().enumerate() {
                     let a = &rows[i * stride + b * BLOCK_BYTES + 2..][..BLOCK];
                     for (j, acc) in acc.iter_mut().enumerate() {

@@ -87,27 +87,20 @@ impl QuantPart {
         col: usize,
     ) -> Result<()> {
         let rows = y.len() / n.max(1);
-        match route {
-            Kernel::Tiled => {
-                let bytes = self.tensor.data()?;
-                if let Some(w) = QuantRows::new(&self.tensor, &bytes) {
-                    quant_matmul::matmul_into(xs, rows, &w, y, n, col);
-                    return Ok(());
-                }
+        if route != Kernel::Candle {
+            // dcoder's kernels read the weights as loaded; each says whether it took the type.
+            let (t, bytes) = (&*self.tensor, self.tensor.data()?);
+            let done = match route {
+                Kernel::Tiled => QuantRows::new(t, &bytes)
+                    .map(|w| quant_matmul::matmul_into(xs, rows, &w, y, n, col))
+                    .is_some(),
+                Kernel::Dots => quant_matmul::dot_products(xs, rows, t, &bytes, y, n, col)?,
+                Kernel::Amx => quant_matmul::amx_into(xs, rows, t, &bytes, y, n, col)?,
+                Kernel::Candle => false,
+            };
+            if done {
+                return Ok(());
             }
-            Kernel::Dots => {
-                let bytes = self.tensor.data()?;
-                if quant_matmul::dot_products(xs, rows, &self.tensor, &bytes, y, n, col)? {
-                    return Ok(());
-                }
-            }
-            Kernel::Amx => {
-                let bytes = self.tensor.data()?;
-                if quant_matmul::amx_into(xs, rows, &self.tensor, &bytes, y, n, col)? {
-                    return Ok(());
-                }
-            }
-            Kernel::Candle => {}
         }
         let part: Vec<f32> = self.matmul.forward(x)?.flatten_all()?.to_vec1()?;
         for (r, row) in part.chunks_exact(self.width).enumerate() {

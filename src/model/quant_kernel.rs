@@ -28,10 +28,10 @@ pub const MIN_ROWS_K: usize = 8;
 /// measured equal at 1 row, 1.05x at 2, 1.25x at 4 and 2x at 32).
 pub const AMX_MIN_ROWS: usize = 8;
 
-/// Whether a Q8_0 product of `rows` rows takes AMX in `auto` where candle's copy was planned
-/// (`repack`); see [`AMX_MIN_ROWS`].
-fn amx_rows(rows: usize, repack: bool) -> bool {
-    rows >= AMX_MIN_ROWS || !repack || rayon::current_num_threads() > 1
+/// Whether every Q8_0 product takes AMX in `auto`, whatever its rows: where candle's copy was
+/// not planned (`repack`), or on more than one thread; see [`AMX_MIN_ROWS`].
+fn amx_every_row(repack: bool) -> bool {
+    !repack || rayon::current_num_threads() > 1
 }
 
 /// Which kernel quantized products take: [`kernel`] decides unless `dcoder bench --qmatmul`
@@ -121,7 +121,7 @@ pub fn kernel(rows: usize, dtype: GgmlDType) -> Kernel {
         2 => Kernel::Dots,
         3 => Kernel::Tiled,
         4 if amx => Kernel::Amx,
-        0 if amx && amx_rows(rows, repack) => Kernel::Amx,
+        0 if amx && (rows >= AMX_MIN_ROWS || amx_every_row(repack)) => Kernel::Amx,
         _ if !fast() => Kernel::Candle,
         _ if repack && matches!(dtype, GgmlDType::Q8_0 | GgmlDType::Q4K | GgmlDType::Q6K) => {
             Kernel::Candle
@@ -157,7 +157,7 @@ pub fn kernel_name(label: Option<&str>) -> &'static str {
     let choice = CHOICE.load(Ordering::Relaxed);
     let repack = REPACK.load(Ordering::Relaxed) && choice == 0;
     if label == Some("q8_0") && matches!(choice, 0 | 4) && amx_matmul::available() {
-        return match amx_rows(0, repack) {
+        return match amx_every_row(repack) {
             true => "amx-int8",
             false => "avx512vnni+amx-int8",
         };
