@@ -122,6 +122,10 @@ pub struct ModelArgs {
     /// GGUF: which file of a hub repo of GGUF files to use, by type (Q4_K_M, Q8_0, ...).
     #[arg(long, value_name = "TYPE")]
     pub quant: Option<String>,
+
+    /// CPU, quantized weights: keep one copy in memory (about 1.1x the file) instead of adding candle's repacked copy on AVX512-VNNI CPUs (faster at few rows, about twice the memory).
+    #[arg(long)]
+    pub no_repack: bool,
 }
 
 /// The sampler; unset flags take the model card's defaults from models.toml.

@@ -8,6 +8,7 @@
 //! default_endpoint = "inception"   # use an endpoint unless --endpoint says otherwise
 //! theme = "light"
 //! threads = 8
+//! no_repack = true
 //!
 //! [sampler]                        # the keys of models.toml's defaults tables
 //! gen_length = 256
@@ -44,6 +45,8 @@ pub struct Config {
     pub lang: Option<String>,
     /// `--threads`.
     pub threads: Option<usize>,
+    /// `--no-repack`.
+    pub no_repack: Option<bool>,
     /// Sampler settings, between the flags and the model card's defaults. They count as flags
     /// given on every run: a key the model's sampler does not use is an error, as the flag is.
     #[serde(default)]
@@ -148,6 +151,7 @@ mod tests {
             .ok_or_else(|| anyhow::anyhow!("README: no toml example"))?;
         let config = parse(example)?;
         assert_eq!(config.default_endpoint.as_deref(), Some("gpu-box"));
+        assert_eq!(config.no_repack, Some(true));
         assert_eq!(
             config.endpoint["inception"].model.as_deref(),
             Some("mercury-2")

@@ -33,6 +33,7 @@ fn open(name: &str) -> Result<(Session, Value)> {
         &LoadOptions {
             device: "cpu".into(),
             dtype: Some("f32".into()),
+            no_repack: false,
         },
     )?;
     Ok((session, cases))

@@ -50,6 +50,7 @@ pub(crate) fn open(dir: &std::path::Path) -> Result<Session> {
         &LoadOptions {
             device: "cpu".into(),
             dtype: Some("f32".into()),
+            no_repack: false,
         },
     )
 }

@@ -37,6 +37,8 @@ pub struct SourceOptions {
 pub struct LoadOptions {
     pub device: String,
     pub dtype: Option<String>,
+    /// `--no-repack`: quantized weights stay one copy on the CPU.
+    pub no_repack: bool,
 }
 
 pub struct Session {
@@ -496,7 +498,7 @@ fn gguf_model(
         .map_err(|e| anyhow!("{e}"))
         .with_context(|| format!("loading {path}"))?;
     if device.is_cpu() {
-        quant_kernel::plan_copies(need, available_memory());
+        quant_kernel::plan_copies(need, available_memory(), !opts.no_repack);
     }
     Ok(model)
 }

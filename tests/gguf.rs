@@ -219,6 +219,49 @@ fn quantized_block_diffusion_models_run_and_report_agreement() -> Result {
     Ok(())
 }
 
+/// `--no-repack` keeps one copy of quantized weights: the kernel `bench --json` names is never
+/// one of candle's repacked paths (`avx512vnni`, which an AVX512-VNNI CPU takes without the
+/// flag), and the config file's `no_repack = true` does the same.
+#[test]
+fn no_repack_keeps_one_copy_of_the_weights() -> Result {
+    let tmp = tempfile::tempdir()?;
+    let home = tempfile::tempdir()?;
+    let file = tmp.path().join("bd3lm-tiny-q8_0.gguf");
+    writer::convert(&fixture("bd3lm-tiny"), GgmlDType::Q8_0)?.write(&file)?;
+    let config = tmp.path().join("config.toml");
+    std::fs::write(&config, "no_repack = true\n")?;
+    let flag = ["--no-repack"];
+    let from_config = ["--config", config.to_str().ok_or("path")?];
+    for extra in [&flag[..], &from_config[..]] {
+        let o = dcoder(home.path())
+            .arg("bench")
+            .arg("--model")
+            .arg(&file)
+            // One thread: on more, AMX CPUs take one copy anyway.
+            .args([
+                "--family",
+                "bd3lm",
+                "--forward",
+                "4",
+                "--repeats",
+                "1",
+                "--threads",
+                "1",
+            ])
+            .arg("--json")
+            .args(extra)
+            .output()?;
+        assert!(o.status.success(), "{extra:?}: {}", stderr(&o));
+        let report: Value = serde_json::from_str(stdout(&o).lines().last().unwrap_or_default())?;
+        let kernel = report["kernel"].as_str().unwrap_or_default();
+        assert!(
+            ["amx-int8", "avx2", "neon", "scalar"].contains(&kernel),
+            "{extra:?}: kernel {kernel}"
+        );
+    }
+    Ok(())
+}
+
 /// The shape and f32 values of a little-endian f32 `.npy` file.
 fn read_npy(path: &Path) -> Result<(Vec<usize>, Vec<f32>)> {
     let bytes = std::fs::read(path)?;

@@ -126,7 +126,7 @@ fn load(args: &BenchArgs) -> Result<Loaded> {
             None => elements * dtype.size_in_bytes() as u64,
         };
         if quantized.is_some() && device.is_cpu() {
-            quant_kernel::plan_copies(weight_bytes, available_memory());
+            quant_kernel::plan_copies(weight_bytes, available_memory(), !args.model.no_repack);
         }
         let id = |key: &str| json.get(key).and_then(Value::as_u64).map(|v| v as u32);
         let vocab = config.vocab_size() as u32;
@@ -156,6 +156,7 @@ fn load(args: &BenchArgs) -> Result<Loaded> {
     let opts = LoadOptions {
         device: args.model.device.clone(),
         dtype: args.model.dtype.clone(),
+        no_repack: args.model.no_repack,
     };
     let session = Session::load(checkpoint, &opts)?;
     let weight_bytes = weight_bytes.unwrap_or_else(|| {

@@ -33,6 +33,7 @@ pub fn configure(cli: &mut Cli) -> Result<()> {
     };
     let model = |model: &mut ModelArgs, sampler: &mut SamplerArgs| {
         model.threads = model.threads.or(config.threads);
+        model.no_repack |= config.no_repack.unwrap_or(false);
         sampler.config = config.sampler.clone();
     };
     match &mut cli.command {

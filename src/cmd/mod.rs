@@ -48,6 +48,7 @@ pub fn load(model: &ModelArgs, sampler: &SamplerArgs) -> Result<(Session, Plan)>
     let opts = LoadOptions {
         device: model.device.clone(),
         dtype: model.dtype.clone(),
+        no_repack: model.no_repack,
     };
     Ok((Session::load(checkpoint, &opts)?, plan))
 }

@@ -42,6 +42,7 @@ fn quantized_logits_stay_close_to_f32() -> Result<()> {
     let opts = LoadOptions {
         device: "cpu".into(),
         dtype: Some("f32".into()),
+        no_repack: false,
     };
     let source = Source::Dir(dir.clone());
     let checkpoint = Checkpoint::locate(&source)?;

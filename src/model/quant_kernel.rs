@@ -89,9 +89,10 @@ pub fn repack_fits(weight_bytes: u64, free: Option<u64>) -> bool {
 }
 
 /// Decides, once the quantized weights are loaded, whether `auto` takes candle's repacked
-/// kernels on this CPU ([`vnni_repack`] and [`repack_fits`]); returns the decision.
-pub fn plan_copies(weight_bytes: u64, free: Option<u64>) -> bool {
-    let repack = vnni_repack() && repack_fits(weight_bytes, free);
+/// kernels on this CPU: where `allowed` (not `--no-repack`), [`vnni_repack`] and
+/// [`repack_fits`]; returns the decision.
+pub fn plan_copies(weight_bytes: u64, free: Option<u64>, allowed: bool) -> bool {
+    let repack = allowed && vnni_repack() && repack_fits(weight_bytes, free);
     REPACK.store(repack, Ordering::Relaxed);
     repack
 }
