@@ -95,16 +95,24 @@ impl Activations {
         let count = m.div_ceil(T);
         let mut tiles = vec![0u8; count * blocks * B_BYTES];
         let mut scales = vec![0f32; count * blocks * T];
+        #[cfg(target_arch = "x86_64")]
+        let vector = amx::Rounder::new();
+        let mut q = [0i8; BLOCK];
         for (row, xs) in x.chunks_exact(k).enumerate() {
             let (t, j) = (row / T, row % T);
             for (b, xb) in xs.chunks_exact(BLOCK).enumerate() {
-                // candle's `BlockQ8_0::from_float`.
-                let amax = xb.iter().fold(0f32, |a, v| a.max(v.abs()));
-                let d = amax / 127.0;
-                let id = if d != 0.0 { 1.0 / d } else { 0.0 };
+                #[cfg(target_arch = "x86_64")]
+                let d = match &vector {
+                    Some(r) => r.round(xb, &mut q),
+                    None => round_block(xb, &mut q),
+                };
+                #[cfg(not(target_arch = "x86_64"))]
+                let d = round_block(xb, &mut q);
                 let tile = &mut tiles[(t * blocks + b) * B_BYTES..][..B_BYTES];
-                for (i, v) in xb.iter().enumerate() {
-                    tile[(i / 4) * 4 * T + j * 4 + i % 4] = round_away(v * id) as u8;
+                for (g, four) in q.chunks_exact(4).enumerate() {
+                    for (l, v) in four.iter().enumerate() {
+                        tile[g * 4 * T + j * 4 + l] = *v as u8;
+                    }
                 }
                 scales[(t * blocks + b) * T + j] = f16::from_f32(d).to_f32();
             }
@@ -124,6 +132,18 @@ impl Activations {
             &self.scales[t * b * T..(t + 1) * b * T],
         )
     }
+}
+
+/// One block of activations rounded to Q8_0 as candle's `BlockQ8_0::from_float` does: the
+/// quants into `q`, the scale `max |x| / 127` returned (before its f16 rounding).
+fn round_block(xb: &[f32], q: &mut [i8; BLOCK]) -> f32 {
+    let amax = xb.iter().fold(0f32, |a, v| a.max(v.abs()));
+    let d = amax / 127.0;
+    let id = if d != 0.0 { 1.0 / d } else { 0.0 };
+    for (q, v) in q.iter_mut().zip(xb) {
+        *q = round_away(v * id);
+    }
+    d
 }
 
 /// `f32::round` (halves away from zero) of `v` in `[-127, 127]`, as an i8, without the libm
@@ -405,6 +425,53 @@ mod amx {
         }
     }
 
+    /// [`super::round_block`] on AVX-512, which every AMX CPU has: rounding the activations
+    /// one value at a time was 8% of a 32-row step (`docs/benchmarks.md`, 8.12). The same f32
+    /// operations in the same order (`|x|` maximum, `x · (1 / d)`, truncation and the remainder's
+    /// comparisons with ±0.5), so the same bytes.
+    pub(super) struct Rounder(());
+
+    impl Rounder {
+        /// `Some` where this CPU has AVX-512F.
+        pub(super) fn new() -> Option<Self> {
+            is_x86_feature_detected!("avx512f").then_some(Rounder(()))
+        }
+
+        pub(super) fn round(&self, xb: &[f32], q: &mut [i8; BLOCK]) -> f32 {
+            assert!(xb.len() == BLOCK, "one block of activations");
+            // SAFETY: a `Rounder` exists only where AVX-512F was detected; `xb` holds 32
+            // values and `q` 32 bytes.
+            unsafe { round_block(xb, q) }
+        }
+    }
+
+    #[target_feature(enable = "avx512f")]
+    unsafe fn round_block(xb: &[f32], q: &mut [i8; BLOCK]) -> f32 {
+        let halves = [
+            _mm512_loadu_ps(xb.as_ptr()),
+            _mm512_loadu_ps(xb.as_ptr().add(T)),
+        ];
+        let amax = _mm512_reduce_max_ps(_mm512_max_ps(
+            _mm512_abs_ps(halves[0]),
+            _mm512_abs_ps(halves[1]),
+        ));
+        let d = amax / 127.0;
+        let id = _mm512_set1_ps(if d != 0.0 { 1.0 / d } else { 0.0 });
+        let (half, one) = (_mm512_set1_ps(0.5), _mm512_set1_ps(1.0));
+        for (h, x) in halves.into_iter().enumerate() {
+            let v = _mm512_mul_ps(x, id);
+            let t = _mm512_roundscale_ps::<{ _MM_FROUND_TO_ZERO | _MM_FROUND_NO_EXC }>(v);
+            let rest = _mm512_sub_ps(v, t);
+            let up = _mm512_cmp_ps_mask::<_CMP_GE_OQ>(rest, half);
+            let down =
+                _mm512_cmp_ps_mask::<_CMP_LE_OQ>(rest, _mm512_sub_ps(_mm512_setzero_ps(), half));
+            let t = _mm512_mask_sub_ps(_mm512_mask_add_ps(t, up, t, one), down, t, one);
+            let bytes = _mm512_cvtepi32_epi8(_mm512_cvttps_epi32(t));
+            _mm_storeu_si128(q.as_mut_ptr().add(h * T).cast(), bytes);
+        }
+        d
+    }
+
     /// See [`TileUnit::scales`]: one gather of the 16 rows' scales per block (4 bytes from each
     /// block's start: the f16 scale and two quants), narrowed to 16 bits and converted.
     #[target_feature(enable = "avx512f")]
@@ -594,6 +661,38 @@ mod tests {
             }
         }
         Ok(())
+    }
+
+    /// AVX-512's block rounding (where the CPU has it) gives the scalar one's bytes and scale,
+    /// ties included: blocks of every half in range (scale 1, so each value is its own
+    /// product), and blocks of mixed magnitudes.
+    #[cfg(target_arch = "x86_64")]
+    #[test]
+    fn vector_rounding_is_the_scalar_rounding() {
+        let Some(rounder) = amx::Rounder::new() else {
+            println!("no AVX-512F here: the vector rounding is not checked");
+            return;
+        };
+        let halves: Vec<f32> = (-254..=254).map(|i| i as f32 / 2.0).collect();
+        let mixed: Vec<f32> = (0..32 * 500)
+            .map(|i| ((i * 7919) % 2003) as f32 * 0.013 - 13.0 + (i % 32) as f32 * 1e-3)
+            .collect();
+        let mut blocks: Vec<Vec<f32>> = halves
+            .chunks(31)
+            .map(|c| {
+                let mut b = c.to_vec();
+                b.resize(31, 0.0);
+                b.push(127.0);
+                b
+            })
+            .collect();
+        blocks.extend(mixed.chunks_exact(BLOCK).map(<[f32]>::to_vec));
+        blocks.push(vec![0.0; BLOCK]);
+        let (mut a, mut b) = ([0i8; BLOCK], [0i8; BLOCK]);
+        for block in &blocks {
+            let (da, db) = (round_block(block, &mut a), rounder.round(block, &mut b));
+            assert_eq!((da.to_bits(), a), (db.to_bits(), b), "{block:?}");
+        }
     }
 
     /// The rounding is `f32::round` on the values the activations can take: every half and
