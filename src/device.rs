@@ -54,9 +54,10 @@ pub fn default_quant(device: &Device, params: Option<u64>) -> Option<&'static st
         && q8_0.is_some_and(|bytes| {
             quant_kernel::repack_fits(bytes, available_memory().map(|a| a.saturating_sub(bytes)))
         });
-    let tiled = !bf16_matmul::available()
-        && quant_kernel::kernel(32, GgmlDType::Q8_0) == quant_kernel::Kernel::Tiled;
-    let amx = quant_kernel::kernel(32, GgmlDType::Q8_0) == quant_kernel::Kernel::Amx;
+    // The kernel of a 32-row block step's Q8_0 products.
+    let step = quant_kernel::kernel(32, GgmlDType::Q8_0);
+    let tiled = !bf16_matmul::available() && step == quant_kernel::Kernel::Tiled;
+    let amx = step == quant_kernel::Kernel::Amx;
     (device.is_cpu() && (repacked || tiled || amx)).then_some("q8_0")
 }
 

@@ -97,17 +97,18 @@ impl Activations {
         let mut scales = vec![0f32; count * blocks * T];
         #[cfg(target_arch = "x86_64")]
         let vector = amx::Rounder::new();
+        let round = |xb: &[f32], q: &mut [i8; BLOCK]| -> f32 {
+            #[cfg(target_arch = "x86_64")]
+            if let Some(r) = &vector {
+                return r.round(xb, q);
+            }
+            round_block(xb, q)
+        };
         let mut q = [0i8; BLOCK];
         for (row, xs) in x.chunks_exact(k).enumerate() {
             let (t, j) = (row / T, row % T);
             for (b, xb) in xs.chunks_exact(BLOCK).enumerate() {
-                #[cfg(target_arch = "x86_64")]
-                let d = match &vector {
-                    Some(r) => r.round(xb, &mut q),
-                    None => round_block(xb, &mut q),
-                };
-                #[cfg(not(target_arch = "x86_64"))]
-                let d = round_block(xb, &mut q);
+                let d = round(xb, &mut q);
                 let tile = &mut tiles[(t * blocks + b) * B_BYTES..][..B_BYTES];
                 for (g, four) in q.chunks_exact(4).enumerate() {
                     for (l, v) in four.iter().enumerate() {
